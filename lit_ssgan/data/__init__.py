@@ -1,0 +1,17 @@
+"""Data: in-memory datasets, a resumable sampler and the semi-supervised data modules."""
+
+from lit_ssgan.data.datamodule import SemiSupervisedDataModule
+from lit_ssgan.data.datasets import ImageDataset, read_idx
+from lit_ssgan.data.digits import DigitsDataModule
+from lit_ssgan.data.mnist import FashionMNISTDataModule, MNISTDataModule
+from lit_ssgan.data.samplers import EpochSampler
+
+__all__ = [
+    "DigitsDataModule",
+    "EpochSampler",
+    "FashionMNISTDataModule",
+    "ImageDataset",
+    "MNISTDataModule",
+    "SemiSupervisedDataModule",
+    "read_idx",
+]

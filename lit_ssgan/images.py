@@ -1,0 +1,35 @@
+"""Image grids of generated samples, written as PNG (no torchvision needed)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from torch import Tensor
+
+
+def make_grid(images: Tensor, padding: int = 2) -> Tensor:
+    """Tiles ``(N, C, H, W)`` images in [0, 1] into a near-square ``(C, H', W')`` grid."""
+    n, c, h, w = images.shape
+    ncol = math.ceil(math.sqrt(n))
+    nrow = math.ceil(n / ncol)
+    grid = images.new_ones(c, nrow * (h + padding) + padding, ncol * (w + padding) + padding)
+    for i in range(n):
+        top, left = padding + (i // ncol) * (h + padding), padding + (i % ncol) * (w + padding)
+        grid[:, top : top + h, left : left + w] = images[i]
+    return grid
+
+
+def save_png(grid: Tensor, path: Path, scale: int = 1) -> None:
+    """Writes a ``(C, H, W)`` image in [0, 1] (C = 1 or 3, RGB) to ``path``, upscaled ``scale``×."""
+    array = (grid.detach().float().clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+    if array.shape[2] == 3:
+        array = array[..., ::-1]  # OpenCV writes BGR
+    if scale > 1:
+        array = np.kron(array, np.ones((scale, scale, 1), dtype=np.uint8))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
+        raise OSError(f"could not write {path}")

@@ -1,0 +1,67 @@
+"""What the LightningModule expects of a discriminator and a generator."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+
+class DiscriminatorOutput(NamedTuple):
+    """``logits``: ``(N, K)`` class logits, or ``(N, K + 1)`` with an explicit fake logit last;
+    ``features``: ``(N, F)`` the layer used for feature matching."""
+
+    logits: Tensor
+    features: Tensor
+
+
+class Discriminator(nn.Module):
+    """Base of discriminators: images ``(N, C, H, W)`` in [0, 1] to a :class:`DiscriminatorOutput`.
+
+    Args:
+        num_classes: K, the number of real classes.
+        image_shape: ``(C, H, W)`` of the images.
+        explicit_fake: add a (K+1)-th output for the fake class (tefla) instead of the
+            implicit fake logit 0 (OpenAI).
+    """
+
+    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], explicit_fake: bool = False) -> None:
+        super().__init__()
+        if num_classes < 2:
+            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+        _check_image_shape(image_shape)
+        self.num_classes = num_classes
+        self.image_shape = tuple(image_shape)
+        self.explicit_fake = explicit_fake
+
+    @property
+    def num_outputs(self) -> int:
+        return self.num_classes + int(self.explicit_fake)
+
+
+class Generator(nn.Module):
+    """Base of generators: latent codes ``(N, latent_dim)`` to images ``(N, C, H, W)`` in [0, 1].
+
+    Args:
+        image_shape: ``(C, H, W)`` of the images to generate.
+        latent_dim: size of the latent code z ~ U(0, 1)^latent_dim.
+    """
+
+    def __init__(self, image_shape: tuple[int, int, int], latent_dim: int = 100) -> None:
+        super().__init__()
+        _check_image_shape(image_shape)
+        if latent_dim < 1:
+            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+        self.image_shape = tuple(image_shape)
+        self.latent_dim = latent_dim
+
+    def sample_latent(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """Draws ``(n, latent_dim)`` codes, uniform on [0, 1) as in the paper's code."""
+        device = next(self.parameters()).device
+        return torch.rand(n, self.latent_dim, generator=generator, device=device)
+
+
+def _check_image_shape(image_shape: tuple[int, int, int]) -> None:
+    if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
+        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")

@@ -1,0 +1,105 @@
+"""OpenAI's CIFAR-10 pair (``train_cifar_feature_matching.py``) for square images of 16–128
+pixels, 1 or 3 channels (32×32 and 64×64 being the usual)."""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
+from lit_ssgan.models.layers import WNConv2d, WNConvTranspose2d, WNLinear
+
+
+def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
+    """How many ×2 upsamplings take a 4×4 map to the image; refuses shapes the pair can't take."""
+    _, h, w = image_shape
+    size, n = 4, 0
+    while size < h:
+        size, n = size * 2, n + 1
+    if h != w or size != h or n < 2 or n > 5:
+        raise ValueError(
+            f"the convolutional networks take square images of 16, 32, 64 or 128 pixels, "
+            f"got image_shape {tuple(image_shape)}"
+        )
+    return n
+
+
+class ConvDiscriminator(Discriminator):
+    """Dropout 0.2; 3×3 conv ×3 (the third stride 2); dropout 0.5; the same at twice the width;
+    dropout 0.5; a valid 3×3 conv; two 1×1 (NIN) layers; global average pooling (the features);
+    dense to the logits. Every layer weight-normalised, leaky ReLU 0.2.
+
+    Args:
+        num_classes: K.
+        image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
+        width: channels of the two stages (96, 192).
+        explicit_fake: add an explicit fake-class output.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape: tuple[int, int, int] = (3, 32, 32),
+        width: tuple[int, int] = (96, 192),
+        explicit_fake: bool = False,
+    ) -> None:
+        super().__init__(num_classes, image_shape, explicit_fake)
+        _num_upsamplings(image_shape)
+        c, (w1, w2) = image_shape[0], width
+        act = nn.LeakyReLU(0.2)
+        self.features = nn.Sequential(
+            nn.Dropout(0.2),
+            WNConv2d(c, w1, 3, padding=1), act,
+            WNConv2d(w1, w1, 3, padding=1), act,
+            WNConv2d(w1, w1, 3, stride=2, padding=1), act,
+            nn.Dropout(0.5),
+            WNConv2d(w1, w2, 3, padding=1), act,
+            WNConv2d(w2, w2, 3, padding=1), act,
+            WNConv2d(w2, w2, 3, stride=2, padding=1), act,
+            nn.Dropout(0.5),
+            WNConv2d(w2, w2, 3), act,
+            WNConv2d(w2, w2, 1), act,
+            WNConv2d(w2, w2, 1), act,
+            nn.AdaptiveAvgPool2d(1),
+            nn.Flatten(),
+        )  # fmt: skip
+        self.classifier = WNLinear(w2, self.num_outputs, init_std=0.1)
+
+    def forward(self, x: Tensor) -> DiscriminatorOutput:
+        features = self.features(x)
+        return DiscriminatorOutput(self.classifier(features), features)
+
+
+class ConvGenerator(Generator):
+    """Dense to a 4×4×512 map, then ×2 transposed convolutions (5×5) halving the channels, with
+    batch norm and ReLU, the last one weight-normalised with a sigmoid output.
+
+    Args:
+        image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
+        latent_dim: size of z (100).
+        base_channels: channels of the 4×4 map (512).
+    """
+
+    def __init__(
+        self, image_shape: tuple[int, int, int] = (3, 32, 32), latent_dim: int = 100, base_channels: int = 512
+    ) -> None:
+        super().__init__(image_shape, latent_dim)
+        n_up = _num_upsamplings(image_shape)
+        channels = [base_channels // 2**i for i in range(n_up)]
+        self.project = nn.Sequential(
+            nn.Linear(latent_dim, 4 * 4 * base_channels, bias=False),
+            nn.BatchNorm1d(4 * 4 * base_channels),
+            nn.ReLU(),
+            nn.Unflatten(1, (base_channels, 4, 4)),
+        )
+        blocks: list[nn.Module] = []
+        for c_in, c_out in zip(channels, channels[1:]):
+            blocks += [
+                nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1, bias=False),
+                nn.BatchNorm2d(c_out),
+                nn.ReLU(),
+            ]
+        blocks += [WNConvTranspose2d(channels[-1], image_shape[0]), nn.Sigmoid()]
+        self.upsample = nn.Sequential(*blocks)
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.upsample(self.project(z))

@@ -1,0 +1,90 @@
+"""Building blocks shared by the networks: weight-normalised layers and Gaussian noise.
+
+Weight normalisation (Salimans & Kingma 2016) is written as ``(x @ v.T) * g / ||v||``:
+scaling the layer's *output* rather than rebuilding the weight costs ``N * out`` instead of
+``out * in`` multiplications per step, which is what OpenAI's code does as well.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+
+class GaussianNoise(nn.Module):
+    """Adds ``N(0, sigma^2)`` noise in training mode; the identity in eval mode."""
+
+    def __init__(self, sigma: float) -> None:
+        super().__init__()
+        self.sigma = sigma
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.sigma == 0:
+            return x
+        return x + self.sigma * torch.randn_like(x)
+
+    def extra_repr(self) -> str:
+        return f"sigma={self.sigma}"
+
+
+class _WeightNorm(nn.Module):
+    """Direction ``v``, per-output-unit scale ``g`` and bias ``b``; subclasses apply ``v``."""
+
+    #: dimensions of ``v`` reduced for the per-output-unit norm
+    norm_dims: tuple[int, ...] = (1,)
+    #: shape the ``(out,)`` scale takes to broadcast over the layer's output
+    out_view: tuple[int, ...] = (1, -1)
+
+    def __init__(self, v_shape: tuple[int, ...], out_features: int, bias: bool, init_std: float) -> None:
+        super().__init__()
+        self.v = nn.Parameter(torch.randn(v_shape) * init_std)
+        self.g = nn.Parameter(torch.ones(out_features))
+        self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+
+    def apply_v(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    def forward(self, x: Tensor) -> Tensor:
+        scale = self.g * torch.rsqrt(self.v.square().sum(dim=self.norm_dims) + 1e-12)
+        out = self.apply_v(x) * scale.view(self.out_view)
+        return out if self.bias is None else out + self.bias.view(self.out_view)
+
+
+class WNLinear(_WeightNorm):
+    """Weight-normalised ``nn.Linear``."""
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float = 0.05) -> None:
+        super().__init__((out_features, in_features), out_features, bias, init_std)
+
+    def apply_v(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.v)
+
+
+class WNConv2d(_WeightNorm):
+    """Weight-normalised ``nn.Conv2d``."""
+
+    norm_dims = (1, 2, 3)
+    out_view = (1, -1, 1, 1)
+
+    def __init__(
+        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+    ) -> None:
+        super().__init__((out_channels, in_channels, kernel_size, kernel_size), out_channels, True, 0.05)
+        self.stride, self.padding = stride, padding
+
+    def apply_v(self, x: Tensor) -> Tensor:
+        return F.conv2d(x, self.v, stride=self.stride, padding=self.padding)
+
+
+class WNConvTranspose2d(_WeightNorm):
+    """Weight-normalised ``nn.ConvTranspose2d`` that doubles the spatial size (kernel 5)."""
+
+    norm_dims = (0, 2, 3)
+    out_view = (1, -1, 1, 1)
+
+    def __init__(self, in_channels: int, out_channels: int) -> None:
+        super().__init__((in_channels, out_channels, 5, 5), out_channels, True, 0.05)
+
+    def apply_v(self, x: Tensor) -> Tensor:
+        return F.conv_transpose2d(x, self.v, stride=2, padding=2, output_padding=1)

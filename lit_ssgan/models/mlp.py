@@ -1,0 +1,80 @@
+"""OpenAI's MNIST pair (``train_mnist_feature_matching.py``): dense networks for small images."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
+from lit_ssgan.models.layers import GaussianNoise, WNLinear
+
+
+class MLPDiscriminator(Discriminator):
+    """Gaussian noise on the input, then weight-normalised dense ReLU layers, each followed by
+    Gaussian noise, then a weight-normalised dense layer to the class logits. The features
+    for feature matching are the last hidden layer's activations (before its noise).
+
+    Args:
+        num_classes: K.
+        image_shape: ``(C, H, W)``; images are flattened.
+        hidden: widths of the hidden layers (the paper's 1000-500-250-250-250).
+        input_noise: std of the noise added to the input (0.3).
+        hidden_noise: std of the noise added after each hidden layer (0.5).
+        explicit_fake: add an explicit fake-class output.
+    """
+
+    def __init__(
+        self,
+        num_classes: int = 10,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        hidden: Sequence[int] = (1000, 500, 250, 250, 250),
+        input_noise: float = 0.3,
+        hidden_noise: float = 0.5,
+        explicit_fake: bool = False,
+    ) -> None:
+        super().__init__(num_classes, image_shape, explicit_fake)
+        widths = [math.prod(image_shape), *hidden]
+        self.input_noise = GaussianNoise(input_noise)
+        self.hidden = nn.ModuleList(
+            nn.Sequential(WNLinear(w_in, w_out), nn.ReLU()) for w_in, w_out in zip(widths, widths[1:])
+        )
+        self.hidden_noise = GaussianNoise(hidden_noise)
+        self.classifier = WNLinear(widths[-1], self.num_outputs)
+
+    def forward(self, x: Tensor) -> DiscriminatorOutput:
+        h = self.input_noise(x.flatten(1))
+        for i, layer in enumerate(self.hidden):
+            h = layer(h if i == 0 else self.hidden_noise(h))
+        features = h
+        return DiscriminatorOutput(self.classifier(self.hidden_noise(features)), features)
+
+
+class MLPGenerator(Generator):
+    """Dense layers with batch norm and softplus, then a weight-normalised dense layer with a
+    sigmoid output (the paper's MNIST generator: 100 → 500 → 500 → C·H·W).
+
+    Args:
+        image_shape: ``(C, H, W)`` of the generated images.
+        latent_dim: size of z (100).
+        hidden: widths of the hidden layers (500, 500).
+    """
+
+    def __init__(
+        self,
+        image_shape: tuple[int, int, int] = (1, 28, 28),
+        latent_dim: int = 100,
+        hidden: Sequence[int] = (500, 500),
+    ) -> None:
+        super().__init__(image_shape, latent_dim)
+        widths = [latent_dim, *hidden]
+        # batch norm after a bias-free dense layer, then the nonlinearity, as lasagne's batch_norm
+        blocks = [
+            nn.Sequential(nn.Linear(w_in, w_out, bias=False), nn.BatchNorm1d(w_out), nn.Softplus())
+            for w_in, w_out in zip(widths, widths[1:])
+        ]
+        self.net = nn.Sequential(*blocks, WNLinear(widths[-1], math.prod(image_shape)), nn.Sigmoid())
+
+    def forward(self, z: Tensor) -> Tensor:
+        return self.net(z).view(-1, *self.image_shape)
