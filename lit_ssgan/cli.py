@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.module import SemiSupervisedGAN
@@ -15,7 +16,7 @@ class SemiSupervisedCLI(LightningCLI):
     metric, else the final weights) when ``fit`` ends.
     """
 
-    def add_arguments_to_parser(self, parser) -> None:  # type: ignore[no-untyped-def]
+    def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for target in ("discriminator", "generator"):
             parser.link_arguments("data.image_shape", f"model.{target}.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.discriminator.init_args.num_classes", apply_on="instantiate")
@@ -25,7 +26,7 @@ class SemiSupervisedCLI(LightningCLI):
         if not self.config_init[self.subcommand].get("test_after_fit"):
             return
         callback = self.trainer.checkpoint_callback
-        best = callback.best_model_path if callback is not None and callback.monitor else ""
+        best = callback.best_model_path if isinstance(callback, ModelCheckpoint) and callback.monitor else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from contextlib import contextmanager
-from functools import partial
-from typing import Any, Iterator, Literal
+from pathlib import Path
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch import LightningModule
@@ -28,7 +29,8 @@ class SemiSupervisedGAN(LightningModule):
     Args:
         discriminator: gives ``(logits, features)``; its class logits are the classifier.
         generator: maps latent codes to images in [0, 1].
-        d_optimizer: builds the discriminator's optimizer from its parameters.
+        d_optimizer: builds the discriminator's optimizer from its parameters (any
+            ``torch.optim`` class; the paper: Adam, lr 3e-3, betas (0.5, 0.999)).
         g_optimizer: builds the generator's optimizer from its parameters.
         d_lr_scheduler: optional LR scheduler for the discriminator's optimizer.
         g_lr_scheduler: optional LR scheduler for the generator's optimizer.
@@ -51,8 +53,8 @@ class SemiSupervisedGAN(LightningModule):
         self,
         discriminator: Discriminator,
         generator: Generator,
-        d_optimizer: OptimizerCallable = partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)),
-        g_optimizer: OptimizerCallable = partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)),
+        d_optimizer: OptimizerCallable = torch.optim.Adam,
+        g_optimizer: OptimizerCallable = torch.optim.Adam,
         d_lr_scheduler: LRSchedulerCallable | None = None,
         g_lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
@@ -102,10 +104,10 @@ class SemiSupervisedGAN(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def configure_optimizers(self) -> Any:
-        networks = (self.discriminator, self.generator)
-        optimizers = [make(net.parameters()) for (make, _), net in zip(self._optimizer_factories, networks)]
-        schedulers = [make(opt) for (_, make), opt in zip(self._optimizer_factories, optimizers) if make]
-        return optimizers, schedulers
+        (make_d_opt, make_d_sched), (make_g_opt, make_g_sched) = self._optimizer_factories
+        d_opt, g_opt = make_d_opt(self.discriminator.parameters()), make_g_opt(self.generator.parameters())
+        schedulers = [make(opt) for make, opt in ((make_d_sched, d_opt), (make_g_sched, g_opt)) if make is not None]
+        return [d_opt, g_opt], schedulers
 
     # -- the discriminator as classifier --------------------------------------------------
     def forward(self, x: Tensor) -> Tensor:
@@ -181,7 +183,7 @@ class SemiSupervisedGAN(LightningModule):
 
     def _logging_now(self) -> bool:
         # each self.log call costs ~0.3 ms however often the logger writes: only log when it does
-        every = self.trainer.log_every_n_steps
+        every: int = self.trainer.log_every_n_steps
         return every > 0 and (self.global_step % every == 0 or self.trainer.is_last_batch)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
@@ -189,12 +191,13 @@ class SemiSupervisedGAN(LightningModule):
         d_opt, _ = self.trainer.optimizers
         clip_val = self.hparams.d_clip_val if optimizer is d_opt else self.hparams.g_clip_val
         if clip_val is not None:
-            self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=self.hparams.clip_algorithm)
+            algorithm = self.hparams.clip_algorithm
+            self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
 
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()
+            scheduler.step()  # type: ignore[call-arg]  # ReduceLROnPlateau is not supported
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.lr_scheduler_interval == "epoch":
@@ -241,12 +244,12 @@ class SemiSupervisedGAN(LightningModule):
             return
         grid = make_grid(self.sample_images(n).float())
         for logger in self.loggers:
-            if hasattr(logger.experiment, "add_image"):  # TensorBoard
-                logger.experiment.add_image("samples", grid, self.current_epoch)
+            experiment: Any = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):  # TensorBoard
+                experiment.add_image("samples", grid, self.current_epoch)
         if self.trainer.is_global_zero and self.trainer.log_dir:
-            from pathlib import Path
-
-            save_png(grid, Path(self.trainer.log_dir) / "samples" / f"epoch={self.current_epoch:03d}.png", scale=2)
+            path = Path(self.trainer.log_dir) / "samples" / f"epoch={self.current_epoch:03d}.png"
+            save_png(grid, path, scale=max(1, 32 // self.generator.image_shape[-1]))  # small images: enlarge
 
     # -- evaluation -------------------------------------------------------------------------
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:

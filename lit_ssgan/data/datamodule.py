@@ -124,19 +124,23 @@ class SemiSupervisedDataModule(LightningDataModule):
                 f"num_labeled must be between the number of classes ({k}) and the training examples "
                 f"left after the validation split ({len(train_idx)}), got {hp.num_labeled}"
             )
-        labeled_idx = []
+        per_class = []
         for c in range(k):
             wanted = hp.num_labeled // k + int(c < hp.num_labeled % k)
             of_class = train_idx[labels[train_idx] == c]
             if len(of_class) < wanted:
-                raise ValueError(f"num_labeled={hp.num_labeled} needs {wanted} examples of class {c}; there are {len(of_class)}")
-            labeled_idx.append(of_class[:wanted])
-        labeled_idx = np.sort(np.concatenate(labeled_idx))
+                raise ValueError(
+                    f"num_labeled={hp.num_labeled} needs {wanted} examples of class {c}; there are {len(of_class)}"
+                )
+            per_class.append(of_class[:wanted])
+        labeled_idx = np.sort(np.concatenate(per_class))
         unlabeled_idx = train_idx if hp.unlabeled_includes_labeled else np.setdiff1d(train_idx, labeled_idx)
         if hp.unlabeled_includes_val:
             unlabeled_idx = np.concatenate([unlabeled_idx, val_idx])
         if len(unlabeled_idx) < hp.batch_size:
-            raise ValueError(f"the unlabeled set ({len(unlabeled_idx)} images) is smaller than batch_size ({hp.batch_size})")
+            raise ValueError(
+                f"the unlabeled set ({len(unlabeled_idx)} images) is smaller than batch_size ({hp.batch_size})"
+            )
         hidden = np.full(len(unlabeled_idx), UNKNOWN_LABEL)
         self.labeled = ImageDataset(images[labeled_idx], labels[labeled_idx], self.train_transform)
         self.unlabeled = ImageDataset(images[unlabeled_idx], hidden, self.train_transform)

@@ -8,6 +8,7 @@ import shutil
 import urllib.request
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import albumentations as A
 import numpy as np
@@ -53,6 +54,7 @@ class ImageDataset(Dataset[Batch]):
         index = torch.as_tensor(indices, dtype=torch.long)
         if self._tensors is not None:
             return self._tensors[index], self.labels[index]
+        assert self.transform is not None
         augmented = np.stack([self.transform(image=self.images[i])["image"] for i in indices])
         return _to_tensor(augmented), self.labels[index]
 
@@ -65,7 +67,7 @@ def _to_tensor(images: np.ndarray) -> Tensor:
     return x.float().div_(255) if x.dtype == torch.uint8 else x.float().contiguous()
 
 
-def collate_batch(batch: Batch) -> Batch:
+def collate_batch(batch: Any) -> Any:
     """The dataset already returns whole batches (``__getitems__``): nothing left to collate."""
     return batch
 
@@ -93,7 +95,7 @@ def read_idx(path: Path) -> np.ndarray:
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(shape)):
         raise ValueError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes of data")
-    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape)
+    return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()  # writable
 
 
 def md5sum(path: Path) -> str:

@@ -32,7 +32,7 @@ class MNISTDataModule(SemiSupervisedDataModule):
         TEST_IMAGES: "9fb629c4189551a2d022fa330f9573f3",
         TEST_LABELS: "ec29112dd5afa0611ce80d1b7f02629c",
     }
-    mirrors = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
+    mirrors: tuple[str, ...] = ("https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/")
 
     def __init__(self, data_dir: str = "data/mnist", download: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)

@@ -3,6 +3,8 @@ pixels, 1 or 3 channels (32×32 and 64×64 being the usual)."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from torch import Tensor, nn
 
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
@@ -92,7 +94,7 @@ class ConvGenerator(Generator):
             nn.Unflatten(1, (base_channels, 4, 4)),
         )
         blocks: list[nn.Module] = []
-        for c_in, c_out in zip(channels, channels[1:]):
+        for c_in, c_out in pairwise(channels):
             blocks += [
                 nn.ConvTranspose2d(c_in, c_out, 5, stride=2, padding=2, output_padding=1, bias=False),
                 nn.BatchNorm2d(c_out),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import pairwise
 
 from torch import Tensor, nn
 
@@ -37,9 +38,7 @@ class MLPDiscriminator(Discriminator):
         super().__init__(num_classes, image_shape, explicit_fake)
         widths = [math.prod(image_shape), *hidden]
         self.input_noise = GaussianNoise(input_noise)
-        self.hidden = nn.ModuleList(
-            nn.Sequential(WNLinear(w_in, w_out), nn.ReLU()) for w_in, w_out in zip(widths, widths[1:])
-        )
+        self.hidden = nn.ModuleList(nn.Sequential(WNLinear(w_in, w_out), nn.ReLU()) for w_in, w_out in pairwise(widths))
         self.hidden_noise = GaussianNoise(hidden_noise)
         self.classifier = WNLinear(widths[-1], self.num_outputs)
 
@@ -72,7 +71,7 @@ class MLPGenerator(Generator):
         # batch norm after a bias-free dense layer, then the nonlinearity, as lasagne's batch_norm
         blocks = [
             nn.Sequential(nn.Linear(w_in, w_out, bias=False), nn.BatchNorm1d(w_out), nn.Softplus())
-            for w_in, w_out in zip(widths, widths[1:])
+            for w_in, w_out in pairwise(widths)
         ]
         self.net = nn.Sequential(*blocks, WNLinear(widths[-1], math.prod(image_shape)), nn.Sigmoid())
 
