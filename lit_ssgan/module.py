@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -47,6 +48,11 @@ class SemiSupervisedGAN(LightningModule):
         g_clip_val: clip the generator's gradients to this norm or value (None: off).
         clip_algorithm: ``"norm"`` (global norm of each network) or ``"value"``.
         num_sample_images: generated images in the grid written each epoch (0: none).
+
+    Checkpoints hold only plain hyperparameters, so they load with ``weights_only=True``.
+    From a CLI run they include the networks' config and ``load_from_checkpoint(path)``
+    rebuilds everything; from Python, pass the networks again:
+    ``load_from_checkpoint(path, discriminator=D, generator=G)``.
     """
 
     def __init__(
@@ -78,10 +84,17 @@ class SemiSupervisedGAN(LightningModule):
                 raise ValueError(f"{name} must be positive or None, got {value}")
         if discriminator.image_shape != generator.image_shape:
             raise ValueError(
-                f"the discriminator takes images of shape {discriminator.image_shape} but the generator "
+                f"image_shape differs: the discriminator takes {discriminator.image_shape} but the generator "
                 f"makes {generator.image_shape}"
             )
-        self.save_hyperparameters()
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
+            self.save_hyperparameters()
+        # Under LightningCLI the hparams hold the networks' and optimizers' *config*; from Python
+        # they would hold the objects themselves, which a weights_only checkpoint cannot hold:
+        # leave those out (pass them again to `load_from_checkpoint`).
+        for name in [name for name, value in self.hparams.items() if not _is_plain(value)]:
+            del self.hparams[name]
         self.automatic_optimization = False
         self.discriminator = discriminator
         self.generator = generator
@@ -103,6 +116,15 @@ class SemiSupervisedGAN(LightningModule):
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
+    def setup(self, stage: str) -> None:
+        """Refuses, before any step, data the networks were not built for."""
+        datamodule = getattr(self.trainer, "datamodule", None)
+        built_for = {"image_shape": self.discriminator.image_shape, "num_classes": self.discriminator.num_classes}
+        for name, ours in built_for.items():
+            theirs = getattr(datamodule, name, None)
+            if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
+                raise ValueError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
+
     def configure_optimizers(self) -> Any:
         (make_d_opt, make_d_sched), (make_g_opt, make_g_sched) = self._optimizer_factories
         d_opt, g_opt = make_d_opt(self.discriminator.parameters()), make_g_opt(self.generator.parameters())
@@ -122,6 +144,7 @@ class SemiSupervisedGAN(LightningModule):
         d_opt, g_opt = self.optimizers()
         hp, explicit_fake = self.hparams, self.discriminator.explicit_fake
         n_lab, n_unl = len(x_lab), len(x_unl)
+        log_now = self._logging_now()
 
         # Discriminator step: one forward over labeled, unlabeled and (detached) generated images.
         with self._training(d_opt):
@@ -155,7 +178,7 @@ class SemiSupervisedGAN(LightningModule):
 
         if hp.lr_scheduler_interval == "step":
             self._step_schedulers()
-        if self._logging_now():
+        if log_now:
             d_real = torch.sigmoid(gan_unl).mean()
             d_fake = torch.sigmoid(gan_fake).mean()
             train_acc = (class_lab.argmax(1) == y_lab).float().mean()
@@ -182,9 +205,10 @@ class SemiSupervisedGAN(LightningModule):
         opt.zero_grad(set_to_none=True)
 
     def _logging_now(self) -> bool:
-        # each self.log call costs ~0.3 ms however often the logger writes: only log when it does
+        """Whether the logger will write this batch's values (Lightning's own rule, checked at
+        the start of the step): each self.log call costs ~0.3 ms however often it writes."""
         every: int = self.trainer.log_every_n_steps
-        return every > 0 and (self.global_step % every == 0 or self.trainer.is_last_batch)
+        return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Here the AMP scaler has already unscaled the gradients (not so in training_step).
@@ -286,3 +310,12 @@ def _not_counted(opt: LightningOptimizer) -> Iterator[None]:
 
 def _do_nothing() -> None:
     pass
+
+
+def _is_plain(value: Any) -> bool:
+    """Whether ``value`` is made of the plain types a ``weights_only`` checkpoint can hold."""
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))

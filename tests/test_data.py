@@ -1,0 +1,192 @@
+import gzip
+
+import albumentations as A
+import numpy as np
+import pytest
+import torch
+
+from lit_ssgan.data import (
+    DigitsDataModule,
+    EpochSampler,
+    FashionMNISTDataModule,
+    MNISTDataModule,
+    SemiSupervisedDataModule,
+    read_idx,
+)
+from lit_ssgan.data.datamodule import UNKNOWN_LABEL
+
+
+class ToyDataModule(SemiSupervisedDataModule):
+    """60 random 4×4 images of 3 classes; each image's first pixel is its index in the pool."""
+
+    num_classes = 3
+    image_shape = (1, 4, 4)
+
+    def __init__(self, labels=None, **kwargs):
+        kwargs.setdefault("batch_size", 8)
+        kwargs.setdefault("num_labeled", 6)
+        super().__init__(**kwargs)
+        self.labels = np.arange(60) % 3 if labels is None else np.asarray(labels)
+
+    def load_train_pool(self):
+        images = np.random.default_rng(0).integers(0, 256, (60, 4, 4, 1), dtype=np.uint8)
+        images[:, 0, 0, 0] = np.arange(60)
+        return images, self.labels
+
+    def load_test_set(self):
+        return self.load_train_pool()
+
+
+def pool_ids(dataset) -> set[int]:
+    return set(np.asarray(dataset.images[:, 0, 0, 0]).tolist())
+
+
+def test_split_is_balanced_disjoint_and_hides_labels():
+    dm = ToyDataModule(num_labeled=7, val_size=12, data_seed=3, unlabeled_includes_labeled=False)
+    dm.setup("fit")
+    assert np.bincount(dm.labeled.labels.numpy(), minlength=3).tolist() == [3, 2, 2]
+    labeled, unlabeled, val = pool_ids(dm.labeled), pool_ids(dm.unlabeled), pool_ids(dm.val)
+    assert len(val) == 12 and len(labeled) == 7 and len(unlabeled) == 60 - 12 - 7
+    assert not (labeled & unlabeled) and not (labeled & val) and not (unlabeled & val)
+    assert (dm.unlabeled.labels == UNKNOWN_LABEL).all()
+
+
+def test_unlabeled_pool_options():
+    dm = ToyDataModule(val_size=12, unlabeled_includes_labeled=True, unlabeled_includes_val=True)
+    dm.setup("fit")
+    assert pool_ids(dm.unlabeled) == set(range(60))
+    assert pool_ids(dm.labeled) <= pool_ids(dm.unlabeled)
+
+
+def test_data_seed_decides_the_split():
+    def labeled_ids(seed):
+        dm = ToyDataModule(val_size=10, data_seed=seed)
+        dm.setup("fit")
+        return pool_ids(dm.labeled)
+
+    assert labeled_ids(1) == labeled_ids(1)
+    assert labeled_ids(1) != labeled_ids(2)
+
+
+def test_train_loaders_one_epoch_is_one_pass_over_unlabeled():
+    dm = ToyDataModule(val_size=12, unlabeled_includes_labeled=False)
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    assert set(loaders) == {"labeled", "unlabeled", "unlabeled_g"}
+    batches = {name: list(loader) for name, loader in loaders.items()}
+    assert all(len(b) == 42 // 8 for b in batches.values())  # drop_last: 5 full batches
+    x, y = batches["labeled"][0]
+    assert x.shape == (8, 1, 4, 4) and x.dtype == torch.float32 and x.min() >= 0 and x.max() <= 1
+    # the 6 labeled examples are cycled to fill every batch, each pass in a new order
+    labeled_seen = torch.cat([x[:, 0, 0, 0] for x, _ in batches["labeled"]])
+    assert len(labeled_seen) == 40 and set((labeled_seen * 255).round().int().tolist()) == pool_ids(dm.labeled)
+    # the generator's unlabeled batches come in an order of their own
+    first = [x[:, 0, 0, 0] for x, _ in batches["unlabeled"]]
+    second = [x[:, 0, 0, 0] for x, _ in batches["unlabeled_g"]]
+    assert not all(torch.equal(a, b) for a, b in zip(first, second, strict=True))
+
+
+def test_batches_per_epoch_sets_the_epoch_length():
+    dm = ToyDataModule(batches_per_epoch=11)
+    dm.setup("fit")
+    assert all(len(loader) == 11 for loader in dm.train_dataloader().values())
+
+
+def test_epoch_sampler_order_depends_only_on_seed_and_epoch():
+    sampler = EpochSampler(10, num_samples=25, seed=7)
+    first = list(sampler)
+    assert len(first) == 25 and sorted(first[:10]) == list(range(10)) and sorted(first[10:20]) == list(range(10))
+    assert list(EpochSampler(10, num_samples=25, seed=7)) == first
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    assert list(sampler) == first
+
+
+def test_train_augmentations_apply_to_training_images_only():
+    dm = ToyDataModule(val_size=10, train_transforms=[A.HorizontalFlip(p=1.0)])
+    dm.setup("fit")
+    raw = torch.from_numpy(dm.labeled.images).permute(0, 3, 1, 2).float() / 255
+    x, _ = dm.labeled.__getitems__(list(range(len(dm.labeled))))
+    torch.testing.assert_close(x, raw.flip(-1))
+    xv, _ = dm.val.__getitems__([0])
+    torch.testing.assert_close(xv[0], torch.from_numpy(dm.val.images[0]).permute(2, 0, 1).float() / 255)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"num_labeled": 2}, "num_labeled must be between the number of classes"),
+        ({"num_labeled": 55, "val_size": 10}, "num_labeled must be between"),
+        ({"val_size": 60}, "val_size"),
+        ({"batch_size": 100}, "smaller than batch_size"),
+    ],
+)
+def test_bad_split_settings_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        ToyDataModule(**kwargs).setup("fit")
+
+
+def test_labels_outside_the_classes_are_refused():
+    labels = np.arange(60) % 3
+    labels[5] = 3
+    with pytest.raises(ValueError, match=r"labels must lie in \[0, 3\).*\[3\]"):
+        ToyDataModule(labels=labels).setup("fit")
+
+
+def test_class_too_small_for_balanced_labels_is_refused():
+    labels = np.zeros(60, dtype=int)
+    labels[:2] = [1, 2]
+    with pytest.raises(ValueError, match="examples of class 1"):
+        ToyDataModule(labels=labels, num_labeled=6).setup("fit")
+
+
+def write_idx(path, array):
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(s).to_bytes(4, "big") for s in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+def test_read_idx_roundtrip_and_truncation(tmp_path):
+    array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
+    write_idx(tmp_path / "a.gz", array)
+    np.testing.assert_array_equal(read_idx(tmp_path / "a.gz"), array)
+    raw = gzip.decompress((tmp_path / "a.gz").read_bytes())
+    (tmp_path / "b").write_bytes(raw[:-3])
+    with pytest.raises(ValueError, match=r"b is truncated"):
+        read_idx(tmp_path / "b")
+    (tmp_path / "c").write_bytes(b"not an idx file")
+    with pytest.raises(ValueError, match="c is not an IDX file"):
+        read_idx(tmp_path / "c")
+
+
+def test_missing_mnist_file_is_named(tmp_path):
+    write_idx(tmp_path / "train-images-idx3-ubyte.gz", np.zeros((20, 28, 28)))
+    dm = MNISTDataModule(data_dir=str(tmp_path), num_labeled=10)
+    with pytest.raises(FileNotFoundError, match="train-labels-idx1-ubyte.gz"):
+        dm.setup("fit")
+
+
+def test_mnist_reads_the_real_files(mnist_dir):
+    dm = MNISTDataModule(data_dir=str(mnist_dir), num_labeled=100, val_size=10000)
+    dm.setup("fit")
+    assert len(dm.labeled) == 100 and len(dm.unlabeled) == 50000 and len(dm.val) == 10000
+    assert np.bincount(dm.labeled.labels.numpy()).tolist() == [10] * 10
+    dm.setup("test")
+    assert len(dm.test) == 10000
+    assert np.bincount(dm.test.labels.numpy()).tolist()[:3] == [980, 1135, 1032]  # the published counts
+
+
+def test_fashion_mnist_reads_the_real_files(fashion_mnist_dir):
+    dm = FashionMNISTDataModule(data_dir=str(fashion_mnist_dir))
+    dm.setup("test")
+    assert np.bincount(dm.test.labels.numpy()).tolist() == [1000] * 10
+
+
+def test_digits_split():
+    dm = DigitsDataModule()
+    dm.setup("fit")
+    dm.setup("test")
+    assert len(dm.test) == 500 and len(dm.labeled) == 50 and len(dm.val) == 200
+    assert len(dm.unlabeled) == 1797 - 500 - 200
+    assert dm.test.images.max() == 255

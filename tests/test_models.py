@@ -1,0 +1,60 @@
+import pytest
+import torch
+
+from lit_ssgan.models import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from lit_ssgan.models.layers import WNConv2d, WNLinear
+
+
+@pytest.mark.parametrize("shape", [(1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)])
+def test_conv_pair_shapes(shape):
+    d, g = ConvDiscriminator(10, shape, width=(8, 16)), ConvGenerator(shape, base_channels=32)
+    x = g(g.sample_latent(3))
+    assert x.shape == (3, *shape) and x.min() >= 0 and x.max() <= 1
+    out = d(x)
+    assert out.logits.shape == (3, 10) and out.features.shape == (3, 16)
+
+
+@pytest.mark.parametrize("explicit_fake, outputs", [(False, 10), (True, 11)])
+def test_mlp_pair_shapes_and_explicit_fake_output(explicit_fake, outputs):
+    d = MLPDiscriminator(10, (1, 28, 28), explicit_fake=explicit_fake)
+    g = MLPGenerator((1, 28, 28))
+    out = d(g(g.sample_latent(4)))
+    assert out.logits.shape == (4, outputs)
+    assert out.features.shape == (4, 250)  # the last hidden layer, as in OpenAI's feature matching
+
+
+def test_discriminator_noise_only_in_training():
+    d = MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8))
+    x = torch.rand(2, 1, 8, 8)
+    assert not torch.equal(d(x).logits, d(x).logits)
+    d.eval()
+    assert torch.equal(d(x).logits, d(x).logits)
+
+
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 16), (3, 8, 8), (3, 48, 48)])
+def test_conv_refuses_shapes_it_cannot_take(shape):
+    with pytest.raises(ValueError, match="image_shape"):
+        ConvDiscriminator(10, shape)
+    with pytest.raises(ValueError, match="image_shape"):
+        ConvGenerator(shape)
+
+
+@pytest.mark.parametrize("shape", [(28, 28), (0, 28, 28)])
+def test_networks_refuse_malformed_shapes(shape):
+    with pytest.raises(ValueError, match="image_shape"):
+        MLPDiscriminator(10, shape)
+
+
+def test_weight_norm_layers_compute_g_times_unit_direction():
+    layer = WNLinear(5, 3)
+    with torch.no_grad():
+        layer.g.copy_(torch.tensor([1.0, 2.0, 3.0]))
+        layer.bias.copy_(torch.tensor([0.1, 0.2, 0.3]))
+    x = torch.randn(4, 5)
+    weight = layer.g[:, None] * layer.v / layer.v.norm(dim=1, keepdim=True)
+    torch.testing.assert_close(layer(x), x @ weight.T + layer.bias)
+
+    conv = WNConv2d(2, 3, 3, padding=1)
+    x = torch.randn(1, 2, 5, 5)
+    weight = conv.v / conv.v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+    torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, weight, conv.bias, padding=1))
