@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
 
@@ -30,7 +32,8 @@ class SemiSupervisedCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def main(args: list[str] | None = None) -> SemiSupervisedCLI:
+def cli(args: list[str] | None = None) -> SemiSupervisedCLI:
+    """Runs the command with ``args`` (default: the command line) and returns the finished CLI."""
     return SemiSupervisedCLI(
         SemiSupervisedGAN,
         SemiSupervisedDataModule,
@@ -39,3 +42,10 @@ def main(args: list[str] | None = None) -> SemiSupervisedCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
     )
+
+
+def main() -> None:
+    """The ``lit-ssgan`` console command (returns nothing: a console script prints what it returns)."""
+    # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", DeprecationWarning)
+    cli()

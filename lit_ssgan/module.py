@@ -98,7 +98,6 @@ class SemiSupervisedGAN(LightningModule):
         self.automatic_optimization = False
         self.discriminator = discriminator
         self.generator = generator
-        # Under LightningCLI, hparams hold the optimizers' *config*; keep the callables themselves.
         self._optimizer_factories = ((d_optimizer, d_lr_scheduler), (g_optimizer, g_lr_scheduler))
         self.configure_metrics()
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device at train start
@@ -129,6 +128,9 @@ class SemiSupervisedGAN(LightningModule):
         (make_d_opt, make_d_sched), (make_g_opt, make_g_sched) = self._optimizer_factories
         d_opt, g_opt = make_d_opt(self.discriminator.parameters()), make_g_opt(self.generator.parameters())
         schedulers = [make(opt) for make, opt in ((make_d_sched, d_opt), (make_g_sched, g_opt)) if make is not None]
+        for scheduler in schedulers:
+            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
+                raise ValueError("ReduceLROnPlateau is not supported: the module steps schedulers without a metric")
         return [d_opt, g_opt], schedulers
 
     # -- the discriminator as classifier --------------------------------------------------
@@ -221,7 +223,7 @@ class SemiSupervisedGAN(LightningModule):
     def _step_schedulers(self) -> None:
         schedulers = self.lr_schedulers()
         for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            scheduler.step()  # type: ignore[call-arg]  # ReduceLROnPlateau is not supported
+            scheduler.step()  # type: ignore[call-arg]  # never ReduceLROnPlateau: refused above
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.lr_scheduler_interval == "epoch":

@@ -17,20 +17,21 @@ def _seeded() -> None:
     torch.manual_seed(0)
 
 
+def _shared_dataset(name: str) -> Path:
+    path = SHARED_DATA / name
+    if not path.is_dir():
+        pytest.skip(f"no copy of {name} at {path}")
+    return path
+
+
 @pytest.fixture
 def mnist_dir() -> Path:
-    path = SHARED_DATA / "mnist"
-    if not path.is_dir():
-        pytest.skip(f"no MNIST copy at {path}")
-    return path
+    return _shared_dataset("mnist")
 
 
 @pytest.fixture
 def fashion_mnist_dir() -> Path:
-    path = SHARED_DATA / "fashion_mnist"
-    if not path.is_dir():
-        pytest.skip(f"no Fashion-MNIST copy at {path}")
-    return path
+    return _shared_dataset("fashion_mnist")
 
 
 def digits_args(root: Path, *extra: str) -> list[str]:

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lit_ssgan import SemiSupervisedGAN
-from lit_ssgan.cli import main
+from lit_ssgan.cli import cli
 from tests.conftest import CONFIGS, ROOT, digits_args
 
 
@@ -20,15 +20,15 @@ def test_each_shipped_config_runs(config, tmp_path, request):
     if "mnist" in config:
         data = request.getfixturevalue("fashion_mnist_dir" if "fashion" in config else "mnist_dir")
         args += ["--data.data_dir", str(data)]
-    cli = main(args)
-    assert cli.trainer.state.finished
-    assert cli.trainer.global_step == 1
+    run = cli(args)
+    assert run.trainer.state.finished
+    assert run.trainer.global_step == 1
     # every shipped config ends by testing the trained model
-    assert 0.0 <= cli.trainer.callback_metrics["test/acc"] <= 1.0
+    assert 0.0 <= run.trainer.callback_metrics["test/acc"] <= 1.0
 
 
 def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):
-    cli = main(
+    run = cli(
         [
             "fit",
             *digits_args(tmp_path, "--trainer.max_steps", "12", "--trainer.log_every_n_steps", "5"),
@@ -38,7 +38,7 @@ def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):
             str(tmp_path),
         ]
     )
-    trainer = cli.trainer
+    trainer = run.trainer
     assert trainer.global_step == 12
     assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 12
     checkpoints = Path(trainer.log_dir, "checkpoints")
@@ -56,16 +56,16 @@ def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):
 
 
 def test_fit_then_validate_test_predict_and_load(tmp_path):
-    cli = main(["fit", *digits_args(tmp_path, "--trainer.max_steps", "8")])
-    ckpt = str(Path(cli.trainer.log_dir, "checkpoints", "last.ckpt"))
+    run = cli(["fit", *digits_args(tmp_path, "--trainer.max_steps", "8")])
+    ckpt = str(Path(run.trainer.log_dir, "checkpoints", "last.ckpt"))
     common = ["--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", ckpt]
     small = digits_args(tmp_path)[2:6]  # the small networks the checkpoint was made with
-    tested = main(["test", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    tested = cli(["test", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
     acc = tested.trainer.callback_metrics["test/acc"].item()
     assert tested.trainer.callback_metrics["test/error"].item() == pytest.approx(1 - acc)
-    validated = main(["validate", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    validated = cli(["validate", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
     assert "val/acc" in validated.trainer.callback_metrics
-    predicted = main(["predict", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    predicted = cli(["predict", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
     probs = torch.cat(predicted.trainer.predict_loop.predictions)
     assert probs.shape == (500, 10)
     # a CLI checkpoint rebuilds the whole model by itself, loaded safely (weights_only)
@@ -77,15 +77,15 @@ def test_fit_then_validate_test_predict_and_load(tmp_path):
 def test_config_saving_does_not_fail_on_a_second_run(tmp_path):
     logger = ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.version", "same"]
     args = digits_args(tmp_path, "--trainer.max_steps", "1", *logger, "--trainer.logger.save_dir", str(tmp_path))
-    main(["fit", *args])
-    cli = main(["fit", *args])  # the same log directory, its config.yaml already there
-    assert Path(cli.trainer.log_dir, "config.yaml").is_file()
+    cli(["fit", *args])
+    run = cli(["fit", *args])  # the same log directory, its config.yaml already there
+    assert Path(run.trainer.log_dir, "config.yaml").is_file()
 
 
 def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path):
     args = ["fit", "--config", str(CONFIGS / "mnist.yaml"), "--data.data_dir", str(tmp_path / "nowhere")]
     with pytest.raises(FileNotFoundError, match="nowhere has no train-images-idx3-ubyte.gz"):
-        main([*args, "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)])
+        cli([*args, "--trainer.fast_dev_run", "true", "--trainer.default_root_dir", str(tmp_path)])
 
 
 @pytest.mark.parametrize(
@@ -104,15 +104,15 @@ def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path)
 )
 def test_bad_input_is_refused_before_training(tmp_path, extra, error, match):
     with pytest.raises(error, match=match):
-        main(["fit", *digits_args(tmp_path, *extra)])
+        cli(["fit", *digits_args(tmp_path, *extra)])
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
 def test_resume_ends_with_the_same_weights_as_a_straight_run(tmp_path):
-    straight = main(["fit", *digits_args(tmp_path / "a", "--trainer.max_epochs", "4")])
-    first = main(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "2")])
+    straight = cli(["fit", *digits_args(tmp_path / "a", "--trainer.max_epochs", "4")])
+    first = cli(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "2")])
     ckpt = Path(first.trainer.log_dir, "checkpoints", "last.ckpt")
-    resumed = main(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "4"), "--ckpt_path", str(ckpt)])
+    resumed = cli(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "4"), "--ckpt_path", str(ckpt)])
     assert resumed.trainer.global_step == straight.trainer.global_step == 16
     want, got = straight.model.state_dict(), resumed.model.state_dict()
     assert want.keys() == got.keys()
