@@ -32,8 +32,12 @@ class SemiSupervisedCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def cli(args: list[str] | None = None) -> SemiSupervisedCLI:
-    """Runs the command with ``args`` (default: the command line) and returns the finished CLI."""
+def cli(args: list[str] | None = None, run: bool = True) -> SemiSupervisedCLI:
+    """Runs the command with ``args`` (default: the command line) and returns the finished CLI.
+
+    With ``run=False``, ``args`` name no subcommand and the CLI only builds ``model``,
+    ``datamodule`` and ``trainer`` from them (the benchmarks drive the Trainer themselves).
+    """
     return SemiSupervisedCLI(
         SemiSupervisedGAN,
         SemiSupervisedDataModule,
@@ -41,6 +45,7 @@ def cli(args: list[str] | None = None) -> SemiSupervisedCLI:
         auto_configure_optimizers=False,
         save_config_kwargs={"overwrite": True},
         args=args,
+        run=run,
     )
 
 

@@ -19,6 +19,7 @@ from torchmetrics.classification import MulticlassAccuracy
 from lit_ssgan import losses
 from lit_ssgan.images import make_grid, save_png
 from lit_ssgan.models import Discriminator, Generator
+from lit_ssgan.models.layers import init_weight_norm_from_data
 
 Batch = dict[str, tuple[Tensor, Tensor]]
 
@@ -48,6 +49,9 @@ class SemiSupervisedGAN(LightningModule):
         g_clip_val: clip the generator's gradients to this norm or value (None: off).
         clip_algorithm: ``"norm"`` (global norm of each network) or ``"value"``.
         num_sample_images: generated images in the grid written each epoch (0: none).
+        data_dependent_init: before the first step, set the discriminator's weight-normalised
+            layers from the first labeled and unlabeled batch so each unit starts at mean 0 and
+            unit variance (Salimans & Kingma 2016; OpenAI's code does this).
 
     Checkpoints hold only plain hyperparameters, so they load with ``weights_only=True``.
     From a CLI run they include the networks' config and ``load_from_checkpoint(path)``
@@ -73,6 +77,7 @@ class SemiSupervisedGAN(LightningModule):
         g_clip_val: float | None = None,
         clip_algorithm: Literal["norm", "value"] = "norm",
         num_sample_images: int = 100,
+        data_dependent_init: bool = False,
     ) -> None:
         super().__init__()
         losses._check_probability("d_label_smooth", d_label_smooth)
@@ -147,6 +152,8 @@ class SemiSupervisedGAN(LightningModule):
         hp, explicit_fake = self.hparams, self.discriminator.explicit_fake
         n_lab, n_unl = len(x_lab), len(x_unl)
         log_now = self._logging_now()
+        if hp.data_dependent_init and self.global_step == 0:
+            init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
 
         # Discriminator step: one forward over labeled, unlabeled and (detached) generated images.
         with self._training(d_opt):
@@ -168,9 +175,10 @@ class SemiSupervisedGAN(LightningModule):
         with self._training(g_opt):
             x_fake = self.generator(self.generator.sample_latent(len(x_unl_g), self.noise_rng))
             if hp.generator_loss == "feature_matching":
-                features = self.discriminator(torch.cat([x_unl_g, x_fake])).features
-                real_features, fake_features = features.split([len(x_unl_g), len(x_fake)])
-                g_loss = losses.feature_matching(real_features.detach(), fake_features, hp.feature_distance)
+                with torch.no_grad():  # the real side needs no backward pass
+                    real_features = self.discriminator(x_unl_g).features
+                fake_features = self.discriminator(x_fake).features
+                g_loss = losses.feature_matching(real_features, fake_features, hp.feature_distance)
             else:
                 gan_g = losses.gan_logits(self.discriminator(x_fake).logits, explicit_fake)
                 g_loss = losses.g_loss_sigmoid_kl(gan_g, hp.generator_target_prob)

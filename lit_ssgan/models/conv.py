@@ -64,7 +64,7 @@ class ConvDiscriminator(Discriminator):
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )  # fmt: skip
-        self.classifier = WNLinear(w2, self.num_outputs, init_std=0.1)
+        self.classifier = WNLinear(w2, self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         features = self.features(x)

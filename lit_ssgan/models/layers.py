@@ -22,7 +22,7 @@ class GaussianNoise(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.sigma == 0:
             return x
-        return x + self.sigma * torch.randn_like(x)
+        return torch.add(x, torch.randn_like(x), alpha=self.sigma)  # one fused op, no temporary
 
     def extra_repr(self) -> str:
         return f"sigma={self.sigma}"
@@ -36,26 +36,67 @@ class _WeightNorm(nn.Module):
     #: shape the ``(out,)`` scale takes to broadcast over the layer's output
     out_view: tuple[int, ...] = (1, -1)
 
-    def __init__(self, v_shape: tuple[int, ...], out_features: int, bias: bool, init_std: float) -> None:
+    def __init__(
+        self, v_shape: tuple[int, ...], out_features: int, bias: bool, init_std: float, init_scale: float = 1.0
+    ) -> None:
         super().__init__()
         self.v = nn.Parameter(torch.randn(v_shape) * init_std)
         self.g = nn.Parameter(torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
+        self.init_scale = init_scale
 
     def apply_v(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def unit_scale(self) -> Tensor:
+        """``(out,)`` the factor ``1 / ||v||`` per output unit."""
+        return torch.linalg.vector_norm(self.v, dim=self.norm_dims).clamp_min(1e-12).reciprocal()
+
     def forward(self, x: Tensor) -> Tensor:
-        scale = self.g * torch.rsqrt(self.v.square().sum(dim=self.norm_dims) + 1e-12)
-        out = self.apply_v(x) * scale.view(self.out_view)
-        return out if self.bias is None else out + self.bias.view(self.out_view)
+        out = self.apply_v(x)
+        scale = (self.g * self.unit_scale()).to(out.dtype).view(self.out_view)
+        if self.bias is None:
+            return out * scale
+        return torch.addcmul(self.bias.to(out.dtype).view(self.out_view), out, scale)
+
+    @torch.no_grad()
+    def init_from_data(self, x: Tensor) -> None:
+        """Sets ``g`` and the bias so that this layer's outputs on ``x`` have mean 0 and standard
+        deviation ``init_scale`` per unit (Salimans & Kingma 2016, section 3)."""
+        t = self.apply_v(x.to(self.v.dtype)) * self.unit_scale().view(self.out_view)
+        dims = [d for d in range(t.ndim) if d != 1]
+        mean, std = t.mean(dim=dims), t.std(dim=dims)
+        self.g.copy_(self.init_scale / (std + 1e-8))
+        if self.bias is not None:
+            self.bias.copy_(-mean * self.g)
+
+
+@torch.no_grad()
+def init_weight_norm_from_data(network: nn.Module, *inputs: Tensor) -> None:
+    """Data-dependent initialisation of every weight-normalised layer of ``network``: one
+    forward pass over ``inputs`` in which each layer, as it is reached, scales and shifts its
+    outputs to mean 0 and standard deviation ``init_scale`` per unit (the layers after it then
+    see the normalised outputs)."""
+
+    def init(layer: nn.Module, args: tuple[Tensor, ...]) -> None:
+        assert isinstance(layer, _WeightNorm)
+        layer.init_from_data(args[0])
+
+    handles = [m.register_forward_pre_hook(init) for m in network.modules() if isinstance(m, _WeightNorm)]
+    try:
+        network(*inputs)
+    finally:
+        for handle in handles:
+            handle.remove()
 
 
 class WNLinear(_WeightNorm):
     """Weight-normalised ``nn.Linear``."""
 
-    def __init__(self, in_features: int, out_features: int, bias: bool = True, init_std: float = 0.05) -> None:
-        super().__init__((out_features, in_features), out_features, bias, init_std)
+    def __init__(
+        self, in_features: int, out_features: int, bias: bool = True, init_std: float = 0.05, init_scale: float = 1.0
+    ) -> None:
+        super().__init__((out_features, in_features), out_features, bias, init_std, init_scale)
 
     def apply_v(self, x: Tensor) -> Tensor:
         return F.linear(x, self.v)

@@ -40,7 +40,7 @@ class MLPDiscriminator(Discriminator):
         self.input_noise = GaussianNoise(input_noise)
         self.hidden = nn.ModuleList(nn.Sequential(WNLinear(w_in, w_out), nn.ReLU()) for w_in, w_out in pairwise(widths))
         self.hidden_noise = GaussianNoise(hidden_noise)
-        self.classifier = WNLinear(widths[-1], self.num_outputs)
+        self.classifier = WNLinear(widths[-1], self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         h = self.input_noise(x.flatten(1))

@@ -1,0 +1,232 @@
+"""MNIST with 100 labels: accuracy and speed of lit_ssgan, through the code users run.
+
+Each run builds the model, data module and Trainer from ``configs/mnist.yaml`` exactly as
+``lit-ssgan fit`` does, trains for ``--epochs``, and records per epoch the training time
+(first batch to last, without validation and checkpointing) and the test error of the raw
+and of the EMA-averaged weights. Before each run, a plain PyTorch loop (no Lightning) does
+the identical work for ``--plain-batches`` batches — the package's networks, losses, fused
+Adam, EMA update and batch composition — so the ratio shows what the package costs on top.
+
+    python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 20 --seeds 1 2 3
+    python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 2 --precision bf16-mixed
+    python benchmarks/mnist.py ... --supervised   # the same networks on the 100 labels alone
+
+Results go to ``--out`` (one JSON per run); ``benchmarks/plot.py`` draws the error curves.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import time
+import warnings
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch import Callback, LightningModule, Trainer
+
+from lit_ssgan import losses
+from lit_ssgan.callbacks import EMA, ema_with_warmup
+from lit_ssgan.cli import cli
+from lit_ssgan.models.layers import init_weight_norm_from_data
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "configs" / "mnist.yaml"
+
+
+class EpochRecorder(Callback):
+    """Per epoch: seconds from the first batch's start to the last batch's end, and the test
+    error of the raw weights and of the EMA average (evaluated on the side, in eval mode)."""
+
+    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor) -> None:
+        self.test_images, self.test_labels = test_images, test_labels
+        self.epochs: list[dict[str, float]] = []
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self.start = time.perf_counter()
+
+    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+        self.end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        record = {"epoch": trainer.current_epoch + 1, "seconds": self.end - self.start}
+        record["test_error"] = self.error(pl_module)
+        ema = find_ema(trainer)
+        if ema is not None and ema._average_model is not None:
+            record["test_error_ema"] = self.error(ema._average_model.module)
+        self.epochs.append(record)
+        print(json.dumps(record), flush=True)
+
+    @torch.no_grad()
+    def error(self, model: torch.nn.Module) -> float:
+        was_training = model.training
+        model.eval()
+        wrong = sum(
+            (model(x).argmax(1) != y).sum().item()
+            for x, y in zip(self.test_images.split(1000), self.test_labels.split(1000), strict=True)
+        )
+        model.train(was_training)
+        return wrong / len(self.test_labels)
+
+
+def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
+    """Seconds for ``num_batches`` of the module's training step, written as a plain PyTorch
+    loop: same networks, losses, optimizers, EMA update and batch composition."""
+    D, G, hp = model.discriminator, model.generator, model.hparams
+    (make_d_opt, _), (make_g_opt, _) = model._optimizer_factories
+    d_opt, g_opt = make_d_opt(D.parameters()), make_g_opt(G.parameters())
+    if ema_decay is not None:
+        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+    loaders = dm.train_dataloader()
+    autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
+    noise = torch.Generator().manual_seed(0)
+    batches = zip(*loaders.values(), strict=True)
+    start = time.perf_counter()
+    for i, ((x_lab, y_lab), (x_unl, _), (x_unl_g, _)) in enumerate(batches):
+        if i == num_batches:
+            break
+        if i == 0 and hp.data_dependent_init:
+            init_weight_norm_from_data(D, torch.cat([x_lab, x_unl]))
+        for p in G.parameters():
+            p.requires_grad_(False)
+        with autocast:
+            with torch.no_grad():
+                x_fake = G(G.sample_latent(len(x_unl), noise))
+            logits = D(torch.cat([x_lab, x_unl, x_fake])).logits
+            logits_lab, logits_unl, logits_fake = logits.split([len(x_lab), len(x_unl), len(x_fake)])
+            d_loss = losses.d_loss_class(logits_lab, y_lab) + hp.unlabeled_weight * (
+                losses.d_loss_real(losses.gan_logits(logits_unl), hp.d_label_smooth)
+                + losses.d_loss_fake(losses.gan_logits(logits_fake))
+            )
+        d_loss.backward()
+        d_opt.step()
+        d_opt.zero_grad(set_to_none=True)
+        for p in G.parameters():
+            p.requires_grad_(True)
+        for p in D.parameters():
+            p.requires_grad_(False)
+        with autocast:
+            x_fake = G(G.sample_latent(len(x_unl_g), noise))
+            with torch.no_grad():
+                real_features = D(x_unl_g).features
+            g_loss = losses.feature_matching(real_features, D(x_fake).features, hp.feature_distance)
+        g_loss.backward()
+        g_opt.step()
+        g_opt.zero_grad(set_to_none=True)
+        for p in D.parameters():
+            p.requires_grad_(True)
+        if ema_decay is not None:
+            ema.update_parameters(model)
+    return time.perf_counter() - start
+
+
+def find_ema(trainer: Trainer) -> EMA | None:
+    return next((c for c in trainer.callbacks if isinstance(c, EMA)), None)  # type: ignore[attr-defined]
+
+
+def build(args: argparse.Namespace, seed: int, out: Path) -> Any:
+    overrides = [
+        f"--seed_everything={seed}",
+        f"--data.data_seed={seed}",
+        f"--data.data_dir={args.data_dir}",
+        f"--trainer.max_epochs={args.epochs}",
+        f"--trainer.precision={args.precision}",
+        f"--trainer.default_root_dir={out / 'runs'}",
+        "--trainer.enable_progress_bar=false",
+        "--trainer.enable_model_summary=false",
+    ]
+    if args.supervised:
+        overrides.append("--model.unlabeled_weight=0")
+    return cli(["--config", str(CONFIG), *overrides, *args.extra], run=False)
+
+
+def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
+    torch.set_num_threads(args.threads)
+    out = Path(args.out)
+    plain_seconds = None
+    if args.plain_batches:
+        reference = build(args, seed, out)  # a fresh model and data, untouched by the Lightning run
+        reference.datamodule.setup("fit")
+        ema = find_ema(reference.trainer)
+        plain_seconds = plain_loop(
+            reference.model, reference.datamodule, ema and ema.decay, args.plain_batches, args.precision
+        )
+
+    made = build(args, seed, out)
+    dm = made.datamodule
+    dm.setup("test")
+    recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))))
+    made.trainer.callbacks.append(recorder)
+    made.trainer.fit(made.model, datamodule=dm)
+    (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
+
+    batches = dm.hparams.batches_per_epoch or len(dm.unlabeled) // dm.hparams.batch_size
+    # the first epoch pays for warm-up (allocator, thread pools): the median of the rest
+    steady = [e["seconds"] for e in recorder.epochs[1:]] or [recorder.epochs[0]["seconds"]]
+    epoch_seconds = statistics.median(steady)
+    result = {
+        "seed": seed,
+        "precision": args.precision,
+        "supervised": args.supervised,
+        "epochs": args.epochs,
+        "batches_per_epoch": batches,
+        "epoch_seconds": epoch_seconds,
+        "unlabeled_images_per_second": batches * dm.hparams.batch_size / epoch_seconds,
+        "test_error": recorder.epochs[-1]["test_error"],
+        "test_error_ema": recorder.epochs[-1].get("test_error_ema"),
+        "test_error_final_checkpoint": final["test/error"],
+        "curve": recorder.epochs,
+        "torch_threads": torch.get_num_threads(),
+    }
+    if plain_seconds is not None:
+        plain_epoch = plain_seconds / args.plain_batches * batches
+        result |= {"plain_epoch_seconds": plain_epoch, "overhead_ratio": epoch_seconds / plain_epoch}
+    name = f"{'supervised' if args.supervised else 'ssgan'}-{args.precision}-e{args.epochs}-s{seed}.json"
+    (out / name).write_text(json.dumps(result, indent=1))
+    return result
+
+
+def mean_std(values: list[float]) -> str:
+    if len(values) == 1:
+        return f"{values[0]:.4g}"
+    return f"{statistics.mean(values):.4g} ± {statistics.stdev(values):.2g}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--supervised", action="store_true", help="unlabeled_weight 0: the labeled data alone")
+    parser.add_argument("--plain-batches", type=int, default=300, help="batches of the plain loop (0: skip it)")
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--out", default="benchmarks/results")
+    parser.add_argument("extra", nargs="*", help="more lit-ssgan options, e.g. --trainer.max_steps=50 (after --)")
+    args = parser.parse_args()
+    warnings.filterwarnings("ignore", ".*args parameter is intended to run from within Python.*")
+    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
+    Path(args.out).mkdir(parents=True, exist_ok=True)
+
+    results = [run(args, seed) for seed in args.seeds]
+    print(f"\nMNIST-100, {args.epochs} epochs, precision {args.precision}, {torch.get_num_threads()} threads")
+    print(f"  seeds                       {args.seeds}")
+    for key, label in [
+        ("epoch_seconds", "train seconds / epoch"),
+        ("unlabeled_images_per_second", "unlabeled images / s"),
+        ("plain_epoch_seconds", "plain loop seconds / epoch"),
+        ("overhead_ratio", "package / plain loop"),
+        ("test_error", "test error (raw weights)"),
+        ("test_error_ema", "test error (EMA weights)"),
+    ]:
+        values = [r[key] for r in results if r.get(key) is not None]
+        if values:
+            print(f"  {label:27s} {mean_std(values)}")
+
+
+if __name__ == "__main__":
+    main()
