@@ -12,6 +12,7 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
@@ -22,6 +23,15 @@ from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.layers import init_weight_norm_from_data
 
 Batch = dict[str, tuple[Tensor, Tensor]]
+
+
+# Checkpoints every N batches hold the weights after that batch's steps, with the progress counted
+# to match, which is what an exact resume needs; Lightning 2.6 warns about it under manual optimization.
+warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
+
+
+class DivergenceError(RuntimeError):
+    """A loss became NaN or infinite: training stops, the last good checkpoint stays."""
 
 
 class SemiSupervisedGAN(LightningModule):
@@ -52,6 +62,10 @@ class SemiSupervisedGAN(LightningModule):
         data_dependent_init: before the first step, set the discriminator's weight-normalised
             layers from the first labeled and unlabeled batch so each unit starts at mean 0 and
             unit variance (Salimans & Kingma 2016; OpenAI's code does this).
+        on_nonfinite: when a loss is NaN or infinite: ``"stop"`` raises
+            :class:`DivergenceError` naming the step and the loss term (no checkpoint is written
+            after it, so the last good one stays); ``"skip"`` drops that batch's steps and
+            counts it in ``train/skipped_steps``.
 
     Checkpoints hold only plain hyperparameters, so they load with ``weights_only=True``.
     From a CLI run they include the networks' config and ``load_from_checkpoint(path)``
@@ -78,6 +92,7 @@ class SemiSupervisedGAN(LightningModule):
         clip_algorithm: Literal["norm", "value"] = "norm",
         num_sample_images: int = 100,
         data_dependent_init: bool = False,
+        on_nonfinite: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
         losses._check_probability("d_label_smooth", d_label_smooth)
@@ -107,6 +122,7 @@ class SemiSupervisedGAN(LightningModule):
         self.configure_metrics()
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device at train start
         self._rng_to_restore: dict[str, Tensor] | None = None
+        self.skipped_steps = 0  # batches dropped for a non-finite loss (on_nonfinite="skip"); checkpointed
 
     def configure_metrics(self) -> None:
         k = self.discriminator.num_classes
@@ -168,6 +184,9 @@ class SemiSupervisedGAN(LightningModule):
             d_loss_real = losses.d_loss_real(gan_unl, hp.d_label_smooth)
             d_loss_fake = losses.d_loss_fake(gan_fake)
             d_loss = d_loss_class + hp.unlabeled_weight * (d_loss_real + d_loss_fake)
+            terms = {"d_loss_class": d_loss_class, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake}
+            if not self._finite(d_loss, terms):
+                return
             self.manual_backward(d_loss)
             d_opt.step()
 
@@ -182,6 +201,8 @@ class SemiSupervisedGAN(LightningModule):
             else:
                 gan_g = losses.gan_logits(self.discriminator(x_fake).logits, explicit_fake)
                 g_loss = losses.g_loss_sigmoid_kl(gan_g, hp.generator_target_prob)
+            if not self._finite(g_loss, {"g_loss": g_loss}):
+                return
             self.manual_backward(g_loss)
             with _not_counted(g_opt):  # one global step per batch, not per optimizer step
                 g_opt.step()
@@ -203,9 +224,27 @@ class SemiSupervisedGAN(LightningModule):
                     "train/d_fake": d_fake,
                     "train/d_lr": d_opt.param_groups[0]["lr"],
                     "train/g_lr": g_opt.param_groups[0]["lr"],
+                    "train/skipped_steps": float(self.skipped_steps),
                 },
                 prog_bar=False,
             )
+
+    def _finite(self, loss: Tensor, terms: dict[str, Tensor]) -> bool:
+        """Whether ``loss`` is finite (one host sync per step); if not, stops or skips the batch."""
+        if torch.isfinite(loss):
+            return True
+        bad = ", ".join(f"{name} = {value.item()}" for name, value in terms.items() if not torch.isfinite(value))
+        batch = self.trainer.fit_loop.epoch_loop.batch_idx
+        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch})"
+        if self.hparams.on_nonfinite == "stop":
+            raise DivergenceError(
+                f"non-finite loss at {where}: {bad or f'total {loss.item()}'}. Training stopped; the last checkpoint "
+                "written before this step is intact. Lower the learning rates, clip gradients (d_clip_val, "
+                "g_clip_val), or set on_nonfinite: skip."
+            )
+        self.skipped_steps += 1
+        rank_zero_warn(f"skipped {where}: non-finite {bad} ({self.skipped_steps} skipped so far)")
+        return False
 
     @contextmanager
     def _training(self, opt: LightningOptimizer) -> Iterator[None]:
@@ -251,6 +290,13 @@ class SemiSupervisedGAN(LightningModule):
             self._rng_to_restore = None
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        for name, tensor in self.state_dict().items():
+            if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+                raise DivergenceError(
+                    f"{name} holds NaN or infinite values at step {self.global_step}: no checkpoint is written over "
+                    "the last good one"
+                )
+        checkpoint["skipped_steps"] = self.skipped_steps
         if self.noise_rng is None:
             return
         state = {"noise": self.noise_rng.get_state(), "torch": torch.get_rng_state()}
@@ -260,6 +306,7 @@ class SemiSupervisedGAN(LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         self._rng_to_restore = checkpoint.get("rng_states")
+        self.skipped_steps = checkpoint.get("skipped_steps", 0)
 
     # -- images -----------------------------------------------------------------------------
     @torch.no_grad()

@@ -3,6 +3,7 @@ loaders out."""
 
 from __future__ import annotations
 
+import warnings
 from typing import Any
 
 import albumentations as A
@@ -15,6 +16,10 @@ from lit_ssgan.data.datasets import ImageDataset, collate_batch
 from lit_ssgan.data.samplers import EpochSampler
 
 UNKNOWN_LABEL = -1
+
+# Lightning warns on every mid-epoch resume unless the loaders speak its stateful-loader protocol;
+# these loaders resume through the data module's own state (see `state_dict`), so it does not apply.
+warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class SemiSupervisedDataModule(LightningDataModule):
@@ -81,6 +86,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.test: ImageDataset | None = None
         # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
         self.shuffle_seed: int | None = None
+        # Batches of the current epoch already trained on, from a mid-epoch checkpoint.
+        self._resume_batches = 0
 
     # -- what a subclass provides ---------------------------------------------------------
     def load_train_pool(self) -> tuple[np.ndarray, np.ndarray]:
@@ -164,10 +171,13 @@ class SemiSupervisedDataModule(LightningDataModule):
     def train_dataloader(self) -> dict[str, DataLoader]:
         assert self.labeled is not None and self.unlabeled is not None and self.shuffle_seed is not None
         bs = self.hparams.batch_size
-        num_samples = (self.hparams.batches_per_epoch or len(self.unlabeled) // bs) * bs
+        num_batches = self.hparams.batches_per_epoch or len(self.unlabeled) // bs
+        # a mid-epoch checkpoint: the first epoch continues after the batches already seen
+        start = self._resume_batches if self._resume_batches < num_batches else 0
+        self._resume_batches = 0
         datasets = {"labeled": self.labeled, "unlabeled": self.unlabeled, "unlabeled_g": self.unlabeled}
         return {
-            name: self._loader(ds, bs, EpochSampler(len(ds), num_samples, seed=self.shuffle_seed + i))
+            name: self._loader(ds, bs, EpochSampler(len(ds), num_batches * bs, self.shuffle_seed + i, start * bs))
             for i, (name, ds) in enumerate(datasets.items())
         }
 
@@ -183,7 +193,13 @@ class SemiSupervisedDataModule(LightningDataModule):
 
     # -- checkpointed state ---------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
-        return {"shuffle_seed": self.shuffle_seed}
+        state: dict[str, Any] = {"shuffle_seed": self.shuffle_seed}
+        trainer = self.trainer
+        if trainer is not None and trainer.state.fn == "fit":
+            # batches of this epoch whose steps are done (the loader itself has fetched one ahead)
+            state["batches_done_in_epoch"] = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.shuffle_seed = state_dict["shuffle_seed"]
+        self._resume_batches = state_dict.get("batches_done_in_epoch", 0)

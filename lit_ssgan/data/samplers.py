@@ -20,15 +20,19 @@ class EpochSampler(Sampler[int]):
         num_items: size of the dataset.
         num_samples: indices per epoch; defaults to ``num_items`` (one pass).
         seed: the order is a function of ``(seed, epoch)`` only.
+        start: the first iteration skips this many indices of its epoch's order: a run resumed
+            from a mid-epoch checkpoint continues with the batches it had not seen. Later
+            iterations start at 0.
     """
 
-    def __init__(self, num_items: int, num_samples: int | None = None, seed: int = 0) -> None:
+    def __init__(self, num_items: int, num_samples: int | None = None, seed: int = 0, start: int = 0) -> None:
         if num_items < 1:
             raise ValueError("cannot sample from an empty dataset")
         self.num_items = num_items
         self.num_samples = num_items if num_samples is None else num_samples
         self.seed = seed
         self.epoch = 0
+        self.start = start
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -40,4 +44,5 @@ class EpochSampler(Sampler[int]):
         rng = np.random.default_rng([self.seed, self.epoch])
         passes = -(-self.num_samples // self.num_items)
         order = np.concatenate([rng.permutation(self.num_items) for _ in range(passes)])
-        return iter(order[: self.num_samples].tolist())
+        start, self.start = self.start, 0
+        return iter(order[start : self.num_samples].tolist())
