@@ -74,8 +74,9 @@ class EpochRecorder(Callback):
 
 
 def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
-    """Seconds for ``num_batches`` of the module's training step, written as a plain PyTorch
-    loop: same networks, losses, optimizers, EMA update and batch composition."""
+    """Seconds for ``num_batches`` of the module's training step (after 20 untimed warm-up
+    batches), written as a plain PyTorch loop: same networks, losses, optimizers, EMA update and
+    batch composition. The epoch must hold ``num_batches + 20`` batches."""
     D, G, hp = model.discriminator, model.generator, model.hparams
     (make_d_opt, _), (make_g_opt, _) = model._optimizer_factories
     d_opt, g_opt = make_d_opt(D.parameters()), make_g_opt(G.parameters())
@@ -85,9 +86,11 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
     autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
     noise = torch.Generator().manual_seed(0)
     batches = zip(*loaders.values(), strict=True)
-    start = time.perf_counter()
+    warmup = 20  # untimed, like the package's first epoch
     for i, ((x_lab, y_lab), (x_unl, _), (x_unl_g, _)) in enumerate(batches):
-        if i == num_batches:
+        if i == warmup:
+            start = time.perf_counter()
+        if i == warmup + num_batches:
             break
         if i == 0 and hp.data_dependent_init:
             init_weight_norm_from_data(D, torch.cat([x_lab, x_unl]))
