@@ -1,7 +1,7 @@
 """Test error against epochs from the JSON files of ``benchmarks/mnist.py``, as a PNG.
 
-    pip install -e ".[bench]"
-    python benchmarks/plot.py benchmarks/results/*.json --out benchmarks/mnist_error.png
+pip install -e ".[bench]"
+python benchmarks/plot.py benchmarks/results/*.json --out benchmarks/mnist_error.png
 """
 
 from __future__ import annotations

@@ -103,6 +103,13 @@ def test_epoch_sampler_order_depends_only_on_seed_and_epoch():
     assert list(sampler) == first
 
 
+def test_epoch_sampler_start_skips_once_into_the_same_order():
+    full = list(EpochSampler(10, num_samples=25, seed=7))
+    sampler = EpochSampler(10, num_samples=25, seed=7, start=15)
+    assert list(sampler) == full[15:]  # a resumed epoch: the indices not yet seen, same order
+    assert list(sampler) == full  # and the next pass starts at the beginning
+
+
 def test_train_augmentations_apply_to_training_images_only():
     dm = ToyDataModule(val_size=10, train_transforms=[A.HorizontalFlip(p=1.0)])
     dm.setup("fit")

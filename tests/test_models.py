@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from lit_ssgan.models import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
-from lit_ssgan.models.layers import WNConv2d, WNLinear
+from lit_ssgan.models.layers import WNConv2d, WNLinear, init_weight_norm_from_data
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)])
@@ -58,3 +58,27 @@ def test_weight_norm_layers_compute_g_times_unit_direction():
     x = torch.randn(1, 2, 5, 5)
     weight = conv.v / conv.v.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
     torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, weight, conv.bias, padding=1))
+
+
+def test_data_dependent_init_normalises_each_layer_on_the_batch():
+    d = MLPDiscriminator(10, (1, 8, 8), hidden=(32, 16), input_noise=0, hidden_noise=0)
+    x = torch.rand(64, 1, 8, 8)
+    init_weight_norm_from_data(d, x)
+    layers = [m for m in d.modules() if isinstance(m, WNLinear)]
+    outputs = []
+    handles = [layer.register_forward_hook(lambda m, i, o: outputs.append(o)) for layer in layers]
+    d(x)
+    for h in handles:
+        h.remove()
+    for layer, out in zip(layers, outputs, strict=True):
+        torch.testing.assert_close(out.mean(0), torch.zeros(out.shape[1]), atol=1e-5, rtol=0)
+        torch.testing.assert_close(out.std(0), torch.full((out.shape[1],), layer.init_scale), atol=1e-4, rtol=0)
+
+
+def test_fixed_scale_is_a_buffer_not_a_parameter():
+    layer = WNLinear(5, 3, train_scale=False)
+    assert "g" in dict(layer.named_buffers()) and "g" not in dict(layer.named_parameters())
+    assert "g" in layer.state_dict()
+    d = MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8))
+    trained_scales = [name for name, _ in d.named_parameters() if name.endswith(".g")]
+    assert trained_scales == ["classifier.g"]  # OpenAI: only the output layer trains its scale

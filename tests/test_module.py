@@ -5,8 +5,10 @@ from functools import partial
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN
+from lit_ssgan.callbacks import EMA, ema_with_warmup
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
 
 
@@ -171,3 +173,32 @@ def test_mismatched_networks_and_data_are_refused(tmp_path):
     model = SemiSupervisedGAN(MLPDiscriminator(7, (1, 8, 8)), MLPGenerator((1, 8, 8)))
     with pytest.raises(ValueError, match="the data has num_classes 10"):
         make_trainer(tmp_path).fit(model, DigitsDataModule())
+
+
+def test_ema_warmup_weights_recent_steps_early_on():
+    averaged, current = [torch.zeros(3)], [torch.ones(3)]
+    ema_with_warmup(0.9999)(averaged, current, torch.tensor(1))  # after one update: decay min(0.9999, 2/11)
+    torch.testing.assert_close(averaged[0], torch.full((3,), 1 - 2 / 11))
+    averaged = [torch.zeros(3)]
+    ema_with_warmup(0.5)(averaged, current, torch.tensor(10_000))  # late: the decay itself
+    torch.testing.assert_close(averaged[0], torch.full((3,), 0.5))
+
+
+def test_ema_callback_evaluates_and_keeps_the_average(tmp_path):
+    model = make_model()
+    trainer = L.Trainer(
+        default_root_dir=tmp_path,
+        max_steps=6,
+        logger=False,
+        callbacks=[EMA(decay=0.9), ModelCheckpoint(dirpath=tmp_path, save_last=True)],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(model, DigitsDataModule(batches_per_epoch=3))
+    checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
+    average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
+    name = "discriminator.classifier.v"
+    assert not torch.equal(average[name], raw[name])
+    # the model ends holding the average: test and predict use it
+    assert torch.equal(model.state_dict()[name], average[name])

@@ -37,11 +37,20 @@ class _WeightNorm(nn.Module):
     out_view: tuple[int, ...] = (1, -1)
 
     def __init__(
-        self, v_shape: tuple[int, ...], out_features: int, bias: bool, init_std: float, init_scale: float = 1.0
+        self,
+        v_shape: tuple[int, ...],
+        out_features: int,
+        bias: bool,
+        init_std: float,
+        init_scale: float = 1.0,
+        train_scale: bool = True,
     ) -> None:
         super().__init__()
         self.v = nn.Parameter(torch.randn(v_shape) * init_std)
-        self.g = nn.Parameter(torch.ones(out_features))
+        if train_scale:
+            self.g = nn.Parameter(torch.ones(out_features))
+        else:  # fixed after the data-dependent initialisation, as OpenAI's hidden layers
+            self.register_buffer("g", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.init_scale = init_scale
 
@@ -91,12 +100,19 @@ def init_weight_norm_from_data(network: nn.Module, *inputs: Tensor) -> None:
 
 
 class WNLinear(_WeightNorm):
-    """Weight-normalised ``nn.Linear``."""
+    """Weight-normalised ``nn.Linear``: ``init_scale`` is the output std that
+    :func:`init_weight_norm_from_data` aims for; with ``train_scale=False``, ``g`` is a buffer."""
 
     def __init__(
-        self, in_features: int, out_features: int, bias: bool = True, init_std: float = 0.05, init_scale: float = 1.0
+        self,
+        in_features: int,
+        out_features: int,
+        bias: bool = True,
+        init_std: float = 0.05,
+        init_scale: float = 1.0,
+        train_scale: bool = True,
     ) -> None:
-        super().__init__((out_features, in_features), out_features, bias, init_std, init_scale)
+        super().__init__((out_features, in_features), out_features, bias, init_std, init_scale, train_scale)
 
     def apply_v(self, x: Tensor) -> Tensor:
         return F.linear(x, self.v)

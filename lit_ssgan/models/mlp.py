@@ -15,7 +15,9 @@ from lit_ssgan.models.layers import GaussianNoise, WNLinear
 class MLPDiscriminator(Discriminator):
     """Gaussian noise on the input, then weight-normalised dense ReLU layers, each followed by
     Gaussian noise, then a weight-normalised dense layer to the class logits. The features
-    for feature matching are the last hidden layer's activations (before its noise).
+    for feature matching are the last hidden layer's activations (before its noise). As in
+    OpenAI's code, only the output layer trains its weight-norm scale ``g``; the hidden layers'
+    scales stay as the data-dependent initialisation sets them (1 without it).
 
     Args:
         num_classes: K.
@@ -38,9 +40,11 @@ class MLPDiscriminator(Discriminator):
         super().__init__(num_classes, image_shape, explicit_fake)
         widths = [math.prod(image_shape), *hidden]
         self.input_noise = GaussianNoise(input_noise)
-        self.hidden = nn.ModuleList(nn.Sequential(WNLinear(w_in, w_out), nn.ReLU()) for w_in, w_out in pairwise(widths))
+        self.hidden = nn.ModuleList(
+            nn.Sequential(WNLinear(w_in, w_out, train_scale=False), nn.ReLU()) for w_in, w_out in pairwise(widths)
+        )
         self.hidden_noise = GaussianNoise(hidden_noise)
-        self.classifier = WNLinear(widths[-1], self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
+        self.classifier = WNLinear(widths[-1], self.num_outputs)
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
         h = self.input_noise(x.flatten(1))
