@@ -12,12 +12,13 @@ import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
-from lightning.pytorch.utilities import rank_zero_warn
+from lightning.pytorch.utilities import rank_zero_info, rank_zero_warn
 from torch import Tensor
 from torchmetrics import MetricCollection
 from torchmetrics.classification import MulticlassAccuracy
 
 from lit_ssgan import losses
+from lit_ssgan.checkpoint import load_checkpoint_file
 from lit_ssgan.images import make_grid, save_png
 from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.layers import init_weight_norm_from_data
@@ -62,6 +63,10 @@ class SemiSupervisedGAN(LightningModule):
         data_dependent_init: before the first step, set the discriminator's weight-normalised
             layers from the first labeled and unlabeled batch so each unit starts at mean 0 and
             unit variance (Salimans & Kingma 2016; OpenAI's code does this).
+        weights_from: warm start (tefla's ``weights_from``): when training starts from scratch
+            (not when resuming), copy from this checkpoint or state-dict file the tensors whose
+            names and shapes match; loaded with ``weights_only=True``. Replaces the
+            data-dependent initialisation.
         on_nonfinite: when a loss is NaN or infinite: ``"stop"`` raises
             :class:`DivergenceError` naming the step and the loss term (no checkpoint is written
             after it, so the last good one stays); ``"skip"`` drops that batch's steps and
@@ -92,6 +97,7 @@ class SemiSupervisedGAN(LightningModule):
         clip_algorithm: Literal["norm", "value"] = "norm",
         num_sample_images: int = 100,
         data_dependent_init: bool = False,
+        weights_from: str | None = None,
         on_nonfinite: Literal["stop", "skip"] = "stop",
     ) -> None:
         super().__init__()
@@ -168,7 +174,7 @@ class SemiSupervisedGAN(LightningModule):
         hp, explicit_fake = self.hparams, self.discriminator.explicit_fake
         n_lab, n_unl = len(x_lab), len(x_unl)
         log_now = self._logging_now()
-        if hp.data_dependent_init and self.global_step == 0:
+        if hp.data_dependent_init and not hp.weights_from and self.global_step == 0:
             init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
 
         # Discriminator step: one forward over labeled, unlabeled and (detached) generated images.
@@ -276,6 +282,35 @@ class SemiSupervisedGAN(LightningModule):
         if self.hparams.lr_scheduler_interval == "epoch":
             self._step_schedulers()
         self._write_samples()
+
+    def on_fit_start(self) -> None:
+        if self.hparams.weights_from and self.trainer.ckpt_path is None:
+            self.load_matching_weights(self.hparams.weights_from)
+
+    def load_matching_weights(self, path: str) -> list[str]:
+        """Copies into this model the tensors of the checkpoint or state-dict file at ``path``
+        whose names and shapes match (the file is loaded with ``weights_only=True``).
+
+        Returns:
+            The names of the tensors copied.
+
+        Raises:
+            ValueError: naming the file, if no tensor matches.
+        """
+        source = load_checkpoint_file(path)
+        if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
+            source = source["state_dict"]
+        own = self.state_dict()
+        matching = {
+            name: tensor
+            for name, tensor in source.items()
+            if name in own and isinstance(tensor, Tensor) and tensor.shape == own[name].shape
+        }
+        if not matching:
+            raise ValueError(f"weights_from: no tensor in {path} matches this model's names and shapes")
+        self.load_state_dict(matching, strict=False)
+        rank_zero_info(f"weights_from: {len(matching)} of {len(own)} tensors loaded from {path}")
+        return sorted(matching)
 
     # -- randomness: latent codes from our own generator; both checkpointed -----------------
     def on_train_start(self) -> None:

@@ -9,6 +9,7 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN
 from lit_ssgan.callbacks import EMA, ema_with_warmup
+from lit_ssgan.checkpoint import UnsafeCheckpointError
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
 
 
@@ -202,3 +203,32 @@ def test_ema_callback_evaluates_and_keeps_the_average(tmp_path):
     assert not torch.equal(average[name], raw[name])
     # the model ends holding the average: test and predict use it
     assert torch.equal(model.state_dict()[name], average[name])
+
+
+class NotATensor:
+    pass
+
+
+def test_weights_from_copies_the_tensors_whose_names_and_shapes_match(tmp_path):
+    source = make_model()
+    path = tmp_path / "weights.pt"
+    torch.save(source.state_dict(), path)
+    narrower = SemiSupervisedGAN(
+        MLPDiscriminator(10, (1, 8, 8), hidden=(64, 16)), MLPGenerator((1, 8, 8), hidden=(32,)), num_sample_images=0
+    )
+    loaded = narrower.load_matching_weights(str(path))
+    assert "discriminator.hidden.0.0.v" in loaded and "discriminator.hidden.1.0.v" not in loaded  # 32 vs 16 units
+    first = "discriminator.hidden.0.0.v"
+    assert torch.equal(narrower.state_dict()[first], source.state_dict()[first])
+
+    # in fit, from scratch: applied before the first step (lr 0, so the step changes nothing)
+    frozen = partial(torch.optim.Adam, lr=0.0)
+    model = make_model(weights_from=str(path), d_optimizer=frozen, g_optimizer=frozen, data_dependent_init=True)
+    make_trainer(tmp_path, max_steps=1).fit(model, DigitsDataModule())
+    for name, tensor in source.discriminator.state_dict().items():
+        assert torch.equal(model.discriminator.state_dict()[name], tensor), name
+
+    unsafe = tmp_path / "unsafe.pt"
+    torch.save({"state_dict": source.state_dict(), "extra": NotATensor()}, unsafe)
+    with pytest.raises(UnsafeCheckpointError, match="unsafe.pt"):
+        narrower.load_matching_weights(str(unsafe))
