@@ -83,10 +83,12 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
     if ema_decay is not None:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
     loaders = dm.train_dataloader()
+    warmup = 20  # untimed, like the package's first epoch
+    if len(loaders["unlabeled"]) < warmup + num_batches:
+        raise ValueError(f"--plain-batches {num_batches} needs epochs of at least {warmup + num_batches} batches")
     autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
     noise = torch.Generator().manual_seed(0)
     batches = zip(*loaders.values(), strict=True)
-    warmup = 20  # untimed, like the package's first epoch
     for i, ((x_lab, y_lab), (x_unl, _), (x_unl_g, _)) in enumerate(batches):
         if i == warmup:
             start = time.perf_counter()

@@ -22,20 +22,22 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/mnist_error.png"))
     args = parser.parse_args()
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for path in sorted(args.results):
+    for i, path in enumerate(sorted(args.results)):
         run = json.loads(path.read_text())
         epochs = [e["epoch"] for e in run["curve"]]
         kind = "supervised only" if run["supervised"] else "semi-supervised"
-        label = f"{kind}, {run['precision']}, seed {run['seed']}"
-        ax.plot(epochs, [100 * e["test_error"] for e in run["curve"]], "--", alpha=0.6, label=f"{label} (raw)")
+        label, color = f"{kind}, {run['precision']}, seed {run['seed']}", f"C{i}"
         if run["curve"][0].get("test_error_ema") is not None:
-            ax.plot(epochs, [100 * e["test_error_ema"] for e in run["curve"]], label=f"{label} (EMA)")
+            ax.plot(epochs, [100 * e["test_error_ema"] for e in run["curve"]], color=color, label=f"{label}: EMA")
+        raw = [100 * e["test_error"] for e in run["curve"]]
+        ax.plot(epochs, raw, "--", color=color, alpha=0.4, label=f"{label}: raw (dashed)" if i == 0 else None)
     ax.axhline(0.93, color="grey", linestyle=":", label="paper, 300 epochs (0.93 %)")
     ax.set(xlabel="epoch (600 batches)", ylabel="test error (%)", yscale="log", title="MNIST, 100 labels")
+    ax.set_ylim(0.5, 40)
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")
     fig.tight_layout()
-    fig.savefig(args.out, dpi=120)
+    fig.savefig(args.out, dpi=100)
     print(f"wrote {args.out}")
 
 

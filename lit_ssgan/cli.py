@@ -47,6 +47,8 @@ class SemiSupervisedCLI(LightningCLI):
             return
         root = self.trainer.default_root_dir
         config["ckpt_path"] = found = find_last_checkpoint(root)
+        if found is None and self.subcommand != "fit":  # never evaluate untrained weights by mistake
+            raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {root}")
         if found is None:
             rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; starting from scratch")
 
