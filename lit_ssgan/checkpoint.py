@@ -35,15 +35,13 @@ def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> Any:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as err:
-        if "Weights only load failed" in str(err):
+    except Exception as err:  # torch.load raises many kinds on a torn or foreign file
+        if isinstance(err, pickle.UnpicklingError) and "Weights only load failed" in str(err):
             raise UnsafeCheckpointError(
                 f"{path} holds Python objects that only arbitrary unpickling could rebuild, and unpickling can run "
                 "code: refused. lit_ssgan loads tensors and plain values only (torch.load(weights_only=True)). If "
                 "you trust the file, load it yourself with weights_only=False and save its state_dict."
             ) from None
-        raise CorruptCheckpointError(f"{path} is not a readable checkpoint: {_first_line(err)}") from err
-    except Exception as err:  # torch.load raises many kinds on a torn or foreign file
         raise CorruptCheckpointError(f"{path} is truncated or corrupt: {_first_line(err)}") from err
 
 

@@ -273,14 +273,13 @@ class SemiSupervisedGAN(LightningModule):
             algorithm = self.hparams.clip_algorithm
             self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
 
-    def _step_schedulers(self, until_epoch: int | None = None) -> None:
-        """Steps each scheduler once, or with ``until_epoch``, until it has stepped that many times."""
+    def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()
-        for scheduler in schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []:
-            while until_epoch is None or scheduler.last_epoch < until_epoch:
-                scheduler.step()  # type: ignore[call-arg]  # never ReduceLROnPlateau: refused above
-                if until_epoch is None:
-                    break
+        return schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []
+
+    def _step_schedulers(self) -> None:
+        for scheduler in self._schedulers():
+            scheduler.step()  # never ReduceLROnPlateau: refused in configure_optimizers
 
     def on_train_epoch_end(self) -> None:
         if self.hparams.lr_scheduler_interval == "epoch":
@@ -321,7 +320,9 @@ class SemiSupervisedGAN(LightningModule):
         # A checkpoint saved after an epoch's last batch, but before the epoch's end, resumes into
         # the next epoch without running that end: catch its scheduler step up (exact resume).
         if self.hparams.lr_scheduler_interval == "epoch":
-            self._step_schedulers(until_epoch=self.current_epoch)
+            for scheduler in self._schedulers():
+                while scheduler.last_epoch < self.current_epoch:
+                    scheduler.step()
         self.noise_rng = torch.Generator(device=self.device)
         self.noise_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
         if self._rng_to_restore is not None:

@@ -110,6 +110,7 @@ def test_ckpt_path_last_with_no_checkpoint_yet_starts_from_scratch(tmp_path):
     run = cli(["fit", *digits_args(tmp_path, "--trainer.max_steps", "2"), "--ckpt_path", "last"])
     assert run.trainer.global_step == 2
     tested = cli(["test", *digits_args(tmp_path)[:-2], "--ckpt_path", "last"])
+    assert Path(tested.trainer.ckpt_path) == find_last_checkpoint(tmp_path)  # the fit's last.ckpt
     assert "test/acc" in tested.trainer.callback_metrics
 
 
