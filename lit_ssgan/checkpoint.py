@@ -1,4 +1,5 @@
-"""Checkpoint files: written atomically, read safely, found again after a crash."""
+"""Checkpoint files: written atomically, read safely, found again after a crash, checked against
+the model before loading, and mined for matching tensors (``weights_from``)."""
 
 from __future__ import annotations
 
@@ -11,14 +12,28 @@ from typing import Any
 import torch
 from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from lightning.pytorch.utilities import rank_zero_info
+from torch import Tensor, nn
 
+from lit_ssgan.errors import (
+    CheckpointMismatchError,
+    ConfigError,
+    CorruptCheckpointError,
+    MissingFileError,
+    UnsafeCheckpointError,
+)
 
-class UnsafeCheckpointError(RuntimeError):
-    """The file holds Python objects that only arbitrary unpickling (which can run code) rebuilds."""
-
-
-class CorruptCheckpointError(RuntimeError):
-    """The file is truncated or is not a checkpoint."""
+__all__ = [
+    "CheckpointMismatchError",
+    "CorruptCheckpointError",
+    "SafeCheckpointIO",
+    "UnsafeCheckpointError",
+    "check_checkpoint_fits",
+    "find_last_checkpoint",
+    "load_checkpoint_file",
+    "load_matching_weights",
+    "non_plain_hparams",
+]
 
 
 def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> Any:
@@ -26,13 +41,13 @@ def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> Any:
     plain values only, so loading a file from elsewhere can never run code.
 
     Raises:
-        FileNotFoundError: naming the file, if it does not exist.
+        MissingFileError: naming the file, if it does not exist (a ``FileNotFoundError``).
         UnsafeCheckpointError: naming the file, if it needs arbitrary unpickling.
         CorruptCheckpointError: naming the file, if it is truncated or not a checkpoint.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+        raise MissingFileError(f"checkpoint not found: {path}")
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch.load raises many kinds on a torn or foreign file
@@ -103,3 +118,85 @@ def find_last_checkpoint(root: _PATH) -> Path | None:
     """The most recently written ``last*.ckpt`` under ``root`` (any run version), or None."""
     candidates = [p for p in Path(root).rglob("last*.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
+
+
+def load_matching_weights(model: nn.Module, path: _PATH) -> list[str]:
+    """Copies into ``model`` the tensors of the checkpoint or state-dict file at ``path`` whose
+    names and shapes match, and leaves the others as they are (tefla's ``weights_from``). The
+    file is loaded with :func:`load_checkpoint_file`, so it can run no code.
+
+    Returns:
+        The names of the tensors copied.
+
+    Raises:
+        ConfigError: naming the file, if no tensor matches.
+    """
+    source = load_checkpoint_file(path)
+    if isinstance(source, dict) and isinstance(source.get("state_dict"), dict):
+        source = source["state_dict"]
+    own = model.state_dict()
+    matching = {
+        name: tensor
+        for name, tensor in source.items()
+        if name in own and isinstance(tensor, Tensor) and tensor.shape == own[name].shape
+    }
+    if not matching:
+        raise ConfigError(f"weights_from: no tensor in {path} matches this model's names and shapes")
+    model.load_state_dict(matching, strict=False)
+    rank_zero_info(f"weights_from: {len(matching)} of {len(own)} tensors loaded from {path}")
+    return sorted(matching)
+
+
+def _describe(data: Any) -> str:
+    if not isinstance(data, dict):
+        return "data this checkpoint does not record"
+    module = data.get("datamodule") or "data from Python"
+    return f"{module} (images {tuple(data.get('image_shape', ()))}, {data.get('num_classes')} classes)"
+
+
+def check_checkpoint_fits(checkpoint: dict[str, Any], model: nn.Module, data: dict[str, Any]) -> None:
+    """Refuses, before Lightning loads it, a checkpoint whose tensors do not fit ``model``.
+
+    Args:
+        checkpoint: the loaded checkpoint, with its ``state_dict`` and, if lit_ssgan wrote it, the
+            ``data`` it was trained on (``datamodule``, ``image_shape``, ``num_classes``).
+        model: the model about to receive it.
+        data: what ``model`` was built for, in the same form.
+
+    Raises:
+        CheckpointMismatchError: naming the first tensor whose shape differs (both shapes) and
+            the data each side was built for.
+    """
+    own = model.state_dict()
+    theirs = checkpoint.get("state_dict", {})
+    differ = [name for name in own if name in theirs and tuple(theirs[name].shape) != tuple(own[name].shape)]
+    missing = [name for name in own if name not in theirs]
+    if not differ and not missing:
+        return
+    if differ:
+        name = differ[0]
+        what = (
+            f"{name} is {tuple(theirs[name].shape)} in the checkpoint but {tuple(own[name].shape)} in the model "
+            f"the config builds ({len(differ)} tensors differ)"
+        )
+    else:
+        what = f"the checkpoint has no {missing[0]} ({len(missing)} tensors missing)"
+    raise CheckpointMismatchError(
+        f"the checkpoint does not fit this config: {what}. It was trained on {_describe(checkpoint.get('data'))}; "
+        f"this run's data is {_describe(data)}. Use the config the checkpoint was trained with, or "
+        "model.weights_from to copy only the tensors that fit."
+    )
+
+
+def non_plain_hparams(hparams: dict[str, Any]) -> list[str]:
+    """The names of the hyperparameters a ``weights_only`` checkpoint cannot hold (objects rather
+    than plain values, e.g. networks passed from Python rather than configured by the CLI)."""
+    return [name for name, value in hparams.items() if not _is_plain(value)]
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))

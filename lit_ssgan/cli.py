@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import os
+import re
 import sys
 import warnings
+from argparse import ArgumentError
 from typing import Any
 
 from lightning.pytorch import Trainer
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
-from lit_ssgan.module import DivergenceError, SemiSupervisedGAN
+from lit_ssgan.errors import MissingFileError, UserError
+from lit_ssgan.module import SemiSupervisedGAN
+
+TRACEBACK_VARIABLE = "LIT_SSGAN_TRACEBACK"
 
 
 class SemiSupervisedCLI(LightningCLI):
@@ -32,14 +38,14 @@ class SemiSupervisedCLI(LightningCLI):
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
 
-    def _parse_ckpt_path(self) -> None:
-        # LightningCLI reads the checkpoint here, before the Trainer does, for its hyperparameters:
-        # check it first, so that a corrupt or unsafe file gets an error naming it.
+    def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
+        super().parse_arguments(parser, args)
+        # LightningCLI reads the checkpoint next, before the Trainer does, for its hyperparameters:
+        # check it first, so that a missing, corrupt or unsafe file gets an error naming it.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path != "last":
             load_checkpoint_file(ckpt_path)
-        super()._parse_ckpt_path()
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -48,7 +54,7 @@ class SemiSupervisedCLI(LightningCLI):
         root = self.trainer.default_root_dir
         config["ckpt_path"] = found = find_last_checkpoint(root)
         if found is None and self.subcommand != "fit":  # never evaluate untrained weights by mistake
-            raise FileNotFoundError(f"--ckpt_path last: no last.ckpt under {root}")
+            raise MissingFileError(f"--ckpt_path last: no last.ckpt under {root}")
         if found is None:
             rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; starting from scratch")
 
@@ -68,11 +74,12 @@ class SemiSupervisedCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def cli(args: list[str] | None = None, run: bool = True) -> SemiSupervisedCLI:
+def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiSupervisedCLI:
     """Runs the command with ``args`` (default: the command line) and returns the finished CLI.
 
     With ``run=False``, ``args`` name no subcommand and the CLI only builds ``model``,
     ``datamodule`` and ``trainer`` from them (the benchmarks drive the Trainer themselves).
+    ``kwargs`` go to :class:`SemiSupervisedCLI` (LightningCLI's arguments).
     """
     return SemiSupervisedCLI(
         SemiSupervisedGAN,
@@ -82,14 +89,58 @@ def cli(args: list[str] | None = None, run: bool = True) -> SemiSupervisedCLI:
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
+        **kwargs,
     )
 
 
-def main() -> None:
-    """The ``lit-ssgan`` console command (returns nothing: a console script prints what it returns)."""
-    # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
-    warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", DeprecationWarning)
-    try:
-        cli()
-    except DivergenceError as err:
-        sys.exit(f"lit-ssgan: {err}")  # exit status 1, the message on stderr
+def main(args: list[str] | None = None) -> None:
+    """The ``lit-ssgan`` console command.
+
+    An error the user caused (a :class:`~lit_ssgan.errors.UserError`: a bad option value, a
+    missing or damaged file, a checkpoint that does not fit, a diverged run) is printed as one
+    short message and the command exits with status 1; set ``LIT_SSGAN_TRACEBACK=1`` to see the
+    traceback as well. Anything else is a bug, and shows its traceback.
+    """
+    with warnings.catch_warnings():
+        # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", DeprecationWarning)
+        # Lightning warns at every save with every_n_train_steps under manual optimization that the
+        # weights are those *after* the step; here that is what an exact resume needs.
+        warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
+        try:
+            cli(args, parser_kwargs={"exit_on_error": False})
+        except Exception as err:
+            if os.environ.get(TRACEBACK_VARIABLE):
+                raise
+            cause = user_error(err)
+            if cause is not None:
+                sys.exit(f"lit-ssgan: error: {cause}")  # exit status 1
+            if not isinstance(err, ArgumentError):
+                raise  # a bug: the traceback is what a report needs
+            print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
+            sys.exit(2)  # argparse's status for a bad command line
+
+
+def user_error(err: BaseException) -> UserError | None:
+    """The :class:`UserError` behind ``err``, if any: jsonargparse and Lightning wrap the errors
+    raised while they build and run the classes into their own."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, UserError):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+# jsonargparse's lines that explain its type machinery rather than the user's mistake
+_NOISE = re.compile(
+    r"^\s*(Does not validate against any of the Union subtypes|Subtypes: |Errors:|- Expected a <class 'NoneType'>"
+    r"|Given value type: |Given value: )"
+)
+
+
+def condensed(message: str) -> str:
+    """A jsonargparse error without the lines about its own type machinery."""
+    return "\n".join(line for line in message.splitlines() if not _NOISE.match(line))

@@ -22,14 +22,16 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from lit_ssgan.errors import ConfigError
+
 FeatureDistance = Literal["absolute", "squared"]
 
 
 def _check_probability(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{name} must be a float in [0, 1], got {value!r}")
+        raise ConfigError(f"{name} must be a float in [0, 1], got {value!r}")
     if not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a float in [0, 1], got {value!r}")
+        raise ConfigError(f"{name} must be a float in [0, 1], got {value!r}")
     return float(value)
 
 
@@ -52,7 +54,7 @@ def sigmoid_kl_with_logits(logits: Tensor, targets: float) -> Tensor:
         A tensor shaped like ``logits``.
 
     Raises:
-        ValueError: if ``targets`` is not a float in [0, 1].
+        ConfigError: (a ``ValueError``) if ``targets`` is not a float in [0, 1].
     """
     t = _check_probability("targets", targets)
     bce = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, t), reduction="none")
@@ -95,7 +97,7 @@ def feature_matching(real: Tensor, fake: Tensor, distance: FeatureDistance = "sq
         return diff.abs().mean()
     if distance == "squared":
         return diff.square().mean()
-    raise ValueError(f"feature matching distance must be 'absolute' or 'squared', got {distance!r}")
+    raise ConfigError(f"feature matching distance must be 'absolute' or 'squared', got {distance!r}")
 
 
 def d_loss_class(logits: Tensor, labels: Tensor) -> Tensor:

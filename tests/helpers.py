@@ -1,8 +1,72 @@
-"""Networks for tests, importable by ``class_path`` (``tests.helpers.X``) from a CLI subprocess."""
+"""What several test files share: paths, small CLI runs, small models, weight comparison, and a
+network that diverges on purpose (importable by ``class_path`` from a CLI subprocess)."""
 
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
 from torch import Tensor
 
-from lit_ssgan.models import DiscriminatorOutput, MLPDiscriminator
+from lit_ssgan import SemiSupervisedGAN
+from lit_ssgan.models import DiscriminatorOutput, MLPDiscriminator, MLPGenerator
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "configs"
+# The real datasets sit beside the checkout (../shared/data), never in the repository.
+SHARED_DATA = Path(os.environ.get("LIT_SSGAN_DATA", ROOT.parent / "shared" / "data"))
+
+# Small networks for the digits config: a run of a few batches takes a fraction of a second.
+SMALL_NETWORKS = ["--model.discriminator.init_args.hidden", "[64, 32]", "--model.generator.init_args.hidden", "[32]"]
+# Checkpoints every 2 batches, all kept.
+EVERY_2_STEPS = ["--trainer.callbacks.init_args.every_n_train_steps=2", "--trainer.callbacks.init_args.save_top_k=-1"]
+
+
+def digits_args(root: Path, *extra: str, subcommand: str = "fit", networks: list[str] = SMALL_NETWORKS) -> list[str]:
+    """The command line of a small, quick run of ``configs/digits.yaml`` under ``root``: 4
+    batches of 20 an epoch, no progress bar; ``fit`` does not test at the end."""
+    args = [subcommand, "--config", str(CONFIGS / "digits.yaml"), *networks]
+    if subcommand == "fit":
+        args += ["--data.init_args.batch_size", "20", "--data.init_args.batches_per_epoch", "4"]
+        args += ["--test_after_fit", "false"]
+    args += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
+    return [*args, "--trainer.enable_model_summary", "false", *extra]
+
+
+def checkpoint_weights(path: Path) -> dict[str, Tensor]:
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+def assert_same_weights(want: dict[str, Tensor], got: dict[str, Tensor]) -> None:
+    assert want.keys() == got.keys()
+    for name in want:
+        assert torch.equal(want[name], got[name]), name
+
+
+def make_model(hidden: tuple[int, ...] = (64, 32), **kwargs) -> SemiSupervisedGAN:
+    """A small model for the digits (8×8, 10 classes), Adam as in the paper."""
+    kwargs.setdefault("d_optimizer", partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)))
+    kwargs.setdefault("g_optimizer", partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)))
+    return SemiSupervisedGAN(
+        MLPDiscriminator(10, (1, 8, 8), hidden=hidden), MLPGenerator((1, 8, 8), hidden=(32,)), **kwargs
+    )
+
+
+def make_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    """A quiet Trainer: no logger, checkpoints, progress bar or sanity check unless asked."""
+    kwargs.setdefault("max_steps", 3)
+    kwargs.setdefault("logger", False)
+    kwargs.setdefault("enable_checkpointing", False)
+    return L.Trainer(
+        default_root_dir=tmp_path,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+        **kwargs,
+    )
 
 
 class DivergingDiscriminator(MLPDiscriminator):

@@ -1,6 +1,9 @@
-"""The ``lit-ssgan`` command, run in process as a user would."""
+"""The ``lit-ssgan`` command: in process as a user would run it, and as the console script (what
+it prints when the user gets something wrong)."""
 
 import csv
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,7 +13,7 @@ import torch
 
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli
-from tests.conftest import CONFIGS, ROOT, digits_args
+from tests.helpers import CONFIGS, ROOT, digits_args
 
 
 @pytest.mark.parametrize("config", sorted(p.name for p in CONFIGS.glob("*.yaml")))
@@ -28,16 +31,8 @@ def test_each_shipped_config_runs(config, tmp_path, request):
 
 
 def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):
-    run = cli(
-        [
-            "fit",
-            *digits_args(tmp_path, "--trainer.max_steps", "12", "--trainer.log_every_n_steps", "5"),
-            "--trainer.logger",
-            "lightning.pytorch.loggers.CSVLogger",
-            "--trainer.logger.save_dir",
-            str(tmp_path),
-        ]
-    )
+    logger = ["--trainer.logger", "lightning.pytorch.loggers.CSVLogger", "--trainer.logger.save_dir", str(tmp_path)]
+    run = cli(digits_args(tmp_path, "--trainer.max_steps", "12", "--trainer.log_every_n_steps", "5", *logger))
     trainer = run.trainer
     assert trainer.global_step == 12
     assert trainer.fit_loop.epoch_loop.batch_progress.total.completed == 12
@@ -52,33 +47,31 @@ def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):
         steps = sorted({int(row["step"]) for row in csv.DictReader(f) if row.get("train/g_loss")})
     assert steps == [4, 9]  # batches 5 and 10 (zero-based), logged every 5 batches
     samples = sorted(p.name for p in Path(trainer.log_dir, "samples").glob("*.png"))
-    assert samples == ["epoch=000.png", "epoch=001.png", "epoch=002.png"]
+    assert samples == ["epoch=000.png", "epoch=001.png", "epoch=002.png"]  # the config's SampleGrid
 
 
 def test_fit_then_validate_test_predict_and_load(tmp_path):
-    run = cli(["fit", *digits_args(tmp_path, "--trainer.max_steps", "8")])
+    run = cli(digits_args(tmp_path, "--trainer.max_steps", "8"))
     ckpt = str(Path(run.trainer.log_dir, "checkpoints", "last.ckpt"))
-    common = ["--config", str(CONFIGS / "digits.yaml"), "--ckpt_path", ckpt]
-    small = digits_args(tmp_path)[2:6]  # the small networks the checkpoint was made with
-    tested = cli(["test", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    tested = cli(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="test"))
     acc = tested.trainer.callback_metrics["test/acc"].item()
     assert tested.trainer.callback_metrics["test/error"].item() == pytest.approx(1 - acc)
-    validated = cli(["validate", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    validated = cli(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="validate"))
     assert "val/acc" in validated.trainer.callback_metrics
-    predicted = cli(["predict", *common, *small, "--trainer.default_root_dir", str(tmp_path)])
+    predicted = cli(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="predict"))
     probs = torch.cat(predicted.trainer.predict_loop.predictions)
     assert probs.shape == (500, 10)
     # a CLI checkpoint rebuilds the whole model by itself, loaded safely (weights_only)
     model = SemiSupervisedGAN.load_from_checkpoint(ckpt, weights_only=True)
     assert model.discriminator.hidden[0][0].v.shape == (64, 64)
-    assert (model.eval()(torch.rand(3, 1, 8, 8)).argmax(1) < 10).all()
+    assert torch.equal(model.discriminator.classifier.v, run.model.discriminator.classifier.v)
 
 
 def test_config_saving_does_not_fail_on_a_second_run(tmp_path):
     logger = ["--trainer.logger", "lightning.pytorch.loggers.TensorBoardLogger", "--trainer.logger.version", "same"]
     args = digits_args(tmp_path, "--trainer.max_steps", "1", *logger, "--trainer.logger.save_dir", str(tmp_path))
-    cli(["fit", *args])
-    run = cli(["fit", *args])  # the same log directory, its config.yaml already there
+    cli(args)
+    run = cli(args)  # the same log directory, its config.yaml already there
     assert Path(run.trainer.log_dir, "config.yaml").is_file()
 
 
@@ -89,42 +82,86 @@ def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path)
 
 
 @pytest.mark.parametrize(
-    "extra, error, match",
+    "extra, match",
     [
-        (["--model.d_label_smooth", "1.5"], ValueError, "d_label_smooth"),
-        (["--model.generator_target_prob", "-0.2"], ValueError, "generator_target_prob"),
-        (["--data.num_labeled", "5"], ValueError, "num_labeled"),
-        (["--data.num_labeled", "5000"], ValueError, "num_labeled"),
-        (
-            ["--model.discriminator", "lit_ssgan.models.ConvDiscriminator"],
-            ValueError,
-            r"image_shape \(1, 8, 8\)",
-        ),
+        (["--model.d_label_smooth", "1.5"], "d_label_smooth"),
+        (["--model.generator_target_prob", "-0.2"], "generator_target_prob"),
+        (["--data.num_labeled", "5"], "num_labeled"),
+        (["--data.num_labeled", "5000"], "num_labeled"),
+        (["--model.discriminator", "lit_ssgan.models.ConvDiscriminator"], r"image_shape \(1, 8, 8\)"),
     ],
 )
-def test_bad_input_is_refused_before_training(tmp_path, extra, error, match):
-    with pytest.raises(error, match=match):
-        cli(["fit", *digits_args(tmp_path, *extra)])
+def test_bad_input_is_refused_before_training(tmp_path, extra, match):
+    with pytest.raises(ValueError, match=match):  # from Python: the exception itself
+        cli(digits_args(tmp_path, *extra))
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
-def test_resume_ends_with_the_same_weights_as_a_straight_run(tmp_path):
-    straight = cli(["fit", *digits_args(tmp_path / "a", "--trainer.max_epochs", "4")])
-    first = cli(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "2")])
-    ckpt = Path(first.trainer.log_dir, "checkpoints", "last.ckpt")
-    resumed = cli(["fit", *digits_args(tmp_path / "b", "--trainer.max_epochs", "4"), "--ckpt_path", str(ckpt)])
-    assert resumed.trainer.global_step == straight.trainer.global_step == 16
-    want, got = straight.model.state_dict(), resumed.model.state_dict()
-    assert want.keys() == got.keys()
-    for name in want:
-        assert torch.equal(want[name], got[name]), name
-    # and the run really trained: weights moved from the 2-epoch checkpoint
-    halfway = torch.load(ckpt, weights_only=True)["state_dict"]
-    assert not torch.equal(halfway["discriminator.classifier.v"], got["discriminator.classifier.v"])
-
-
-def test_module_entry_point_and_console_script():
-    out = subprocess.run(
-        [sys.executable, "-m", "lit_ssgan", "fit", "--help"], capture_output=True, text=True, cwd=ROOT, check=True
+def lit_ssgan_command(*args: str, **env: str) -> subprocess.CompletedProcess:
+    """Runs the installed ``lit-ssgan`` console script, as a user types it."""
+    script = shutil.which("lit-ssgan", path=str(Path(sys.executable).parent))
+    assert script is not None, "the lit-ssgan console script is not installed beside this Python"
+    return subprocess.run(
+        [script, *args], cwd=ROOT, capture_output=True, text=True, timeout=300, env={**os.environ, **env}
     )
+
+
+def test_the_console_script_runs_fit_help():
+    out = lit_ssgan_command("fit", "--help")
+    assert out.returncode == 0
     assert "--model.unlabeled_weight" in out.stdout and "--test_after_fit" in out.stdout
+
+
+def test_python_dash_m_is_the_same_command():
+    out = subprocess.run([sys.executable, "-m", "lit_ssgan", "fit", "--help"], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0 and "--model.unlabeled_weight" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args, status, says",
+    [
+        (["--data.batch_size", "0"], 1, "batch_size must be positive, got 0"),  # a value the class refuses
+        (["--data.batch_size", "abc"], 2, 'Parser key "batch_size"'),  # a value of the wrong type
+        (["--data.bogus", "3"], 2, "Option 'bogus' is not accepted"),  # an option that does not exist
+        (["--ckpt_path", "nowhere.ckpt"], 1, "checkpoint not found: nowhere.ckpt"),
+    ],
+)
+def test_a_users_mistake_is_one_short_message_without_a_traceback(tmp_path, args, status, says):
+    out = lit_ssgan_command(
+        "fit", "--config", "configs/digits.yaml", "--trainer.default_root_dir", str(tmp_path), *args
+    )
+    assert out.returncode == status
+    assert says in out.stderr
+    assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 6, out.stderr
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_traceback_on_request_for_bug_reports(tmp_path):
+    out = lit_ssgan_command("fit", "--config", "configs/digits.yaml", "--data.batch_size", "0", LIT_SSGAN_TRACEBACK="1")
+    assert out.returncode == 1 and "Traceback" in out.stderr and "batch_size must be positive" in out.stderr
+
+
+def test_a_checkpoint_that_does_not_fit_the_config_is_one_message(tmp_path, checkpoint, mnist_dir):
+    # a checkpoint of the digits demo, resumed with the MNIST config
+    data = ["--data.data_dir", str(mnist_dir), "--trainer.default_root_dir", str(tmp_path)]
+    out = lit_ssgan_command("fit", "--config", "configs/mnist.yaml", "--ckpt_path", str(checkpoint), *data)
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "(64, 64) in the checkpoint but (64, 784)" in out.stderr and "DigitsDataModule" in out.stderr
+
+
+def test_a_damaged_checkpoint_is_one_message(tmp_path, checkpoint):
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(checkpoint.read_bytes()[:1000])
+    out = lit_ssgan_command("test", "--config", "configs/digits.yaml", "--ckpt_path", str(truncated))
+    assert out.returncode == 1 and "Traceback" not in out.stderr
+    assert "truncated.ckpt is truncated or corrupt" in out.stderr
+
+
+def test_importing_lit_ssgan_adds_no_warning_filter():
+    code = (  # the libraries lit_ssgan builds on add filters of their own: import them first
+        "import warnings, torch, lightning.pytorch.cli, torchmetrics, albumentations, cv2, sklearn.datasets; "
+        "before = list(warnings.filters); "
+        "import lit_ssgan, lit_ssgan.cli, lit_ssgan.callbacks, lit_ssgan.data, lit_ssgan.module; "
+        "assert warnings.filters == before, [f for f in warnings.filters if f not in before]"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)

@@ -10,6 +10,7 @@ from lit_ssgan.data import (
     EpochSampler,
     FashionMNISTDataModule,
     MNISTDataModule,
+    ResumableDataLoader,
     SemiSupervisedDataModule,
     read_idx,
 )
@@ -108,6 +109,27 @@ def test_epoch_sampler_start_skips_once_into_the_same_order():
     sampler = EpochSampler(10, num_samples=25, seed=7, start=15)
     assert list(sampler) == full[15:]  # a resumed epoch: the indices not yet seen, same order
     assert list(sampler) == full  # and the next pass starts at the beginning
+
+
+def test_training_loaders_save_their_place_and_resume_after_it():
+    dm = ToyDataModule(val_size=12, unlabeled_includes_labeled=False)
+    dm.setup("fit")
+    full = {name: [x[:, 0, 0, 0] for x, _ in loader] for name, loader in dm.train_dataloader().items()}
+    loaders = dm.train_dataloader()
+    for name, loader in loaders.items():
+        assert isinstance(loader, ResumableDataLoader)
+        iterator = iter(loader)
+        next(iterator), next(iterator)
+        assert loader.state_dict() == {"batches_yielded": 2}
+        fresh = dm.train_dataloader()[name]
+        fresh.load_state_dict(loader.state_dict())
+        rest = [x[:, 0, 0, 0] for x, _ in fresh]
+        assert len(rest) == len(full[name]) - 2
+        assert all(torch.equal(a, b) for a, b in zip(rest, full[name][2:], strict=True))
+        assert len(list(fresh)) == len(full[name])  # the next epoch starts at its beginning again
+        # a finished epoch: the next one starts afresh
+        fresh.load_state_dict({"batches_yielded": len(fresh)})
+        assert len(list(fresh)) == len(full[name])
 
 
 def test_train_augmentations_apply_to_training_images_only():

@@ -3,6 +3,7 @@
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.data.datasets import ImageDataset, read_idx
 from lit_ssgan.data.digits import DigitsDataModule
+from lit_ssgan.data.loaders import ResumableDataLoader
 from lit_ssgan.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from lit_ssgan.data.samplers import EpochSampler
 
@@ -13,5 +14,6 @@ __all__ = [
     "ImageDataset",
     "MNISTDataModule",
     "SemiSupervisedDataModule",
+    "ResumableDataLoader",
     "read_idx",
 ]

@@ -3,23 +3,20 @@ loaders out."""
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import albumentations as A
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 
 from lit_ssgan.data.datasets import ImageDataset, collate_batch
+from lit_ssgan.data.loaders import ResumableDataLoader
 from lit_ssgan.data.samplers import EpochSampler
+from lit_ssgan.errors import ConfigError
 
 UNKNOWN_LABEL = -1
-
-# Lightning warns on every mid-epoch resume unless the loaders speak its stateful-loader protocol;
-# these loaders resume through the data module's own state (see `state_dict`), so it does not apply.
-warnings.filterwarnings("ignore", "You're resuming from a checkpoint that ended before the epoch ended")
 
 
 class SemiSupervisedDataModule(LightningDataModule):
@@ -73,11 +70,11 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.save_hyperparameters()
         for name in ("batch_size", "eval_batch_size"):
             if self.hparams[name] < 1:
-                raise ValueError(f"{name} must be positive, got {self.hparams[name]}")
+                raise ConfigError(f"{name} must be positive, got {self.hparams[name]}")
         if val_size < 0:
-            raise ValueError(f"val_size must be 0 or more, got {val_size}")
+            raise ConfigError(f"val_size must be 0 or more, got {val_size}")
         if batches_per_epoch is not None and batches_per_epoch < 1:
-            raise ValueError(f"batches_per_epoch must be positive, got {batches_per_epoch}")
+            raise ConfigError(f"batches_per_epoch must be positive, got {batches_per_epoch}")
         self.train_transform = A.Compose(train_transforms) if train_transforms else None
         self.eval_transform = A.Compose(eval_transforms) if eval_transforms else None
         self.labeled: ImageDataset | None = None
@@ -86,8 +83,6 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.test: ImageDataset | None = None
         # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
         self.shuffle_seed: int | None = None
-        # Batches of the current epoch already trained on, from a mid-epoch checkpoint.
-        self._resume_batches = 0
 
     # -- what a subclass provides ---------------------------------------------------------
     def load_train_pool(self) -> tuple[np.ndarray, np.ndarray]:
@@ -111,10 +106,10 @@ class SemiSupervisedDataModule(LightningDataModule):
     def _checked(self, images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
         c, h, w = self.image_shape
         if images.shape[1:] != (h, w, c):
-            raise ValueError(f"{what}: expected images of shape (N, {h}, {w}, {c}), got {images.shape}")
+            raise ConfigError(f"{what}: expected images of shape (N, {h}, {w}, {c}), got {images.shape}")
         bad = labels[(labels < 0) | (labels >= self.num_classes)]
         if bad.size:
-            raise ValueError(
+            raise ConfigError(
                 f"{what}: labels must lie in [0, {self.num_classes}), found {bad.size} outside, "
                 f"e.g. {sorted(set(bad.tolist()))[:5]}"
             )
@@ -122,31 +117,31 @@ class SemiSupervisedDataModule(LightningDataModule):
 
     def _split(self, images: np.ndarray, labels: np.ndarray) -> None:
         hp, k = self.hparams, self.num_classes
-        if hp.val_size >= len(labels):
-            raise ValueError(f"val_size ({hp.val_size}) must be smaller than the training pool ({len(labels)})")
-        order = np.random.default_rng(hp.data_seed).permutation(len(labels))
-        val_idx, train_idx = order[: hp.val_size], order[hp.val_size :]
-        if not k <= hp.num_labeled <= len(train_idx):
-            raise ValueError(
+        if hp["val_size"] >= len(labels):
+            raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
+        order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
+        val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
+        if not k <= hp["num_labeled"] <= len(train_idx):
+            raise ConfigError(
                 f"num_labeled must be between the number of classes ({k}) and the training examples "
-                f"left after the validation split ({len(train_idx)}), got {hp.num_labeled}"
+                f"left after the validation split ({len(train_idx)}), got {hp['num_labeled']}"
             )
         per_class = []
         for c in range(k):
-            wanted = hp.num_labeled // k + int(c < hp.num_labeled % k)
+            wanted = hp["num_labeled"] // k + int(c < hp["num_labeled"] % k)
             of_class = train_idx[labels[train_idx] == c]
             if len(of_class) < wanted:
-                raise ValueError(
-                    f"num_labeled={hp.num_labeled} needs {wanted} examples of class {c}; there are {len(of_class)}"
+                raise ConfigError(
+                    f"num_labeled={hp['num_labeled']} needs {wanted} examples of class {c}; there are {len(of_class)}"
                 )
             per_class.append(of_class[:wanted])
         labeled_idx = np.sort(np.concatenate(per_class))
-        unlabeled_idx = train_idx if hp.unlabeled_includes_labeled else np.setdiff1d(train_idx, labeled_idx)
-        if hp.unlabeled_includes_val:
+        unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
+        if hp["unlabeled_includes_val"]:
             unlabeled_idx = np.concatenate([unlabeled_idx, val_idx])
-        if len(unlabeled_idx) < hp.batch_size:
-            raise ValueError(
-                f"the unlabeled set ({len(unlabeled_idx)} images) is smaller than batch_size ({hp.batch_size})"
+        if len(unlabeled_idx) < hp["batch_size"]:
+            raise ConfigError(
+                f"the unlabeled set ({len(unlabeled_idx)} images) is smaller than batch_size ({hp['batch_size']})"
             )
         hidden = np.full(len(unlabeled_idx), UNKNOWN_LABEL)
         self.labeled = ImageDataset(images[labeled_idx], labels[labeled_idx], self.train_transform)
@@ -154,9 +149,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.val = ImageDataset(images[val_idx], labels[val_idx], self.eval_transform) if len(val_idx) else None
 
     # -- loaders --------------------------------------------------------------------------
-    def _loader(self, dataset: ImageDataset, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
-        workers = self.hparams.num_workers
-        return DataLoader(
+    def _loader(self, dataset: ImageDataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
+        workers = self.hparams["num_workers"]
+        return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=batch_size,
             sampler=sampler,
@@ -170,36 +165,28 @@ class SemiSupervisedDataModule(LightningDataModule):
 
     def train_dataloader(self) -> dict[str, DataLoader]:
         assert self.labeled is not None and self.unlabeled is not None and self.shuffle_seed is not None
-        bs = self.hparams.batch_size
-        num_batches = self.hparams.batches_per_epoch or len(self.unlabeled) // bs
-        # a mid-epoch checkpoint: the first epoch continues after the batches already seen
-        start = self._resume_batches if self._resume_batches < num_batches else 0
-        self._resume_batches = 0
+        bs = self.hparams["batch_size"]
+        num_batches = self.hparams["batches_per_epoch"] or len(self.unlabeled) // bs
         datasets = {"labeled": self.labeled, "unlabeled": self.unlabeled, "unlabeled_g": self.unlabeled}
         return {
-            name: self._loader(ds, bs, EpochSampler(len(ds), num_batches * bs, self.shuffle_seed + i, start * bs))
+            name: self._loader(ds, bs, EpochSampler(len(ds), num_batches * bs, self.shuffle_seed + i))
             for i, (name, ds) in enumerate(datasets.items())
         }
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val, self.hparams.eval_batch_size) if self.val is not None else []
+        return self._loader(self.val, self.hparams["eval_batch_size"]) if self.val is not None else []
 
     def test_dataloader(self) -> DataLoader:
         assert self.test is not None
-        return self._loader(self.test, self.hparams.eval_batch_size)
+        return self._loader(self.test, self.hparams["eval_batch_size"])
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()
 
     # -- checkpointed state ---------------------------------------------------------------
+    # (the position within an epoch is the training loaders' own state: ResumableDataLoader)
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"shuffle_seed": self.shuffle_seed}
-        trainer = self.trainer
-        if trainer is not None and trainer.state.fn == "fit":
-            # batches of this epoch whose steps are done (the loader itself has fetched one ahead)
-            state["batches_done_in_epoch"] = trainer.fit_loop.epoch_loop.batch_progress.current.processed
-        return state
+        return {"shuffle_seed": self.shuffle_seed}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.shuffle_seed = state_dict["shuffle_seed"]
-        self._resume_batches = state_dict.get("batches_done_in_epoch", 0)

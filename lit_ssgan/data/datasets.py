@@ -16,6 +16,8 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
+from lit_ssgan.errors import BadFileError, DownloadError, MissingFileError
+
 Batch = tuple[Tensor, Tensor]
 
 
@@ -76,25 +78,25 @@ def read_idx(path: Path) -> np.ndarray:
     """Reads a (gzipped) IDX file of unsigned bytes: MNIST's format.
 
     Raises:
-        FileNotFoundError: naming the file, if it does not exist.
-        ValueError: naming the file, if it is not a uint8 IDX file or is truncated.
+        MissingFileError: naming the file, if it does not exist.
+        BadFileError: naming the file, if it is not a uint8 IDX file or is truncated.
     """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"expected file not found: {path}")
+        raise MissingFileError(f"expected file not found: {path}")
     opener = gzip.open if path.suffix == ".gz" else open
     try:
         with opener(path, "rb") as f:
             raw = f.read()
     except (OSError, EOFError) as err:
-        raise ValueError(f"{path} could not be read: {err}") from err
+        raise BadFileError(f"{path} could not be read: {err}") from err
     if len(raw) < 4 or raw[:2] != b"\x00\x00" or raw[2] != 0x08:
-        raise ValueError(f"{path} is not an IDX file of unsigned bytes")
+        raise BadFileError(f"{path} is not an IDX file of unsigned bytes")
     ndim = raw[3]
     shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     offset = 4 + 4 * ndim
     if len(raw) - offset != int(np.prod(shape)):
-        raise ValueError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes of data")
+        raise BadFileError(f"{path} is truncated: header says {shape}, found {len(raw) - offset} bytes of data")
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()  # writable
 
 
@@ -112,7 +114,7 @@ def download_files(directory: Path, files: dict[str, str], mirrors: Sequence[str
     Files already present are checked, not downloaded again.
 
     Raises:
-        RuntimeError: if a file's md5 does not match, or no mirror could serve it.
+        DownloadError: if a file's md5 does not match, or no mirror could serve it.
     """
     directory.mkdir(parents=True, exist_ok=True)
     for name, md5 in files.items():
@@ -130,6 +132,6 @@ def download_files(directory: Path, files: dict[str, str], mirrors: Sequence[str
                     partial.unlink(missing_ok=True)
                     errors.append(f"{mirror}{name}: {err}")
             else:
-                raise RuntimeError(f"could not download {name}:\n  " + "\n  ".join(errors))
+                raise DownloadError(f"could not download {name}:\n  " + "\n  ".join(errors))
         if md5sum(target) != md5:
-            raise RuntimeError(f"{target} does not have the expected md5 {md5}; delete it and try again")
+            raise DownloadError(f"{target} does not have the expected md5 {md5}; delete it and try again")

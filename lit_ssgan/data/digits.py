@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
+from lit_ssgan.errors import ConfigError
 
 
 class DigitsDataModule(SemiSupervisedDataModule):
@@ -41,7 +42,7 @@ class DigitsDataModule(SemiSupervisedDataModule):
         # 0–16 ink counts to 0–255 bytes, the range the other datasets use
         images = np.round(digits.images * (255 / 16)).astype(np.uint8)[..., None]
         if not 0 < self.test_size < len(images):
-            raise ValueError(f"test_size must be between 1 and {len(images) - 1}, got {self.test_size}")
+            raise ConfigError(f"test_size must be between 1 and {len(images) - 1}, got {self.test_size}")
         order = np.random.default_rng(12345).permutation(len(images))
         return images, digits.target.astype(np.int64), order
 

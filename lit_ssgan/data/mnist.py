@@ -9,6 +9,7 @@ import numpy as np
 
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.data.datasets import download_files, read_idx
+from lit_ssgan.errors import MissingFileError
 
 TRAIN_IMAGES, TRAIN_LABELS = "train-images-idx3-ubyte.gz", "train-labels-idx1-ubyte.gz"
 TEST_IMAGES, TEST_LABELS = "t10k-images-idx3-ubyte.gz", "t10k-labels-idx1-ubyte.gz"
@@ -47,7 +48,7 @@ class MNISTDataModule(SemiSupervisedDataModule):
         for candidate in (self.data_dir / name, self.data_dir / name.removesuffix(".gz")):
             if candidate.is_file():
                 return candidate
-        raise FileNotFoundError(
+        raise MissingFileError(
             f"{self.data_dir} has no {name} (nor its gunzipped form); it needs {', '.join(self.files)}"
             + ("" if self.download else " — or pass --data.download true")
         )

@@ -7,6 +7,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from lit_ssgan.errors import ConfigError
+
 
 class DiscriminatorOutput(NamedTuple):
     """``logits``: ``(N, K)`` class logits, or ``(N, K + 1)`` with an explicit fake logit last;
@@ -29,7 +31,7 @@ class Discriminator(nn.Module):
     def __init__(self, num_classes: int, image_shape: tuple[int, int, int], explicit_fake: bool = False) -> None:
         super().__init__()
         if num_classes < 2:
-            raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+            raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
         _check_image_shape(image_shape)
         self.num_classes = num_classes
         self.image_shape = tuple(image_shape)
@@ -52,7 +54,7 @@ class Generator(nn.Module):
         super().__init__()
         _check_image_shape(image_shape)
         if latent_dim < 1:
-            raise ValueError(f"latent_dim must be positive, got {latent_dim}")
+            raise ConfigError(f"latent_dim must be positive, got {latent_dim}")
         self.image_shape = tuple(image_shape)
         self.latent_dim = latent_dim
 
@@ -61,7 +63,18 @@ class Generator(nn.Module):
         device = next(self.parameters()).device
         return torch.rand(n, self.latent_dim, generator=generator, device=device)
 
+    @torch.no_grad()
+    def sample_images(self, n: int, seed: int = 0) -> Tensor:
+        """``(n, C, H, W)`` images from fixed latent codes (drawn with ``seed``, whatever the global
+        RNG), in eval mode (batch norm uses its running statistics)."""
+        was_training = self.training
+        self.eval()
+        z = torch.rand(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
+        images = self(z.to(next(self.parameters()).device))
+        self.train(was_training)
+        return images
+
 
 def _check_image_shape(image_shape: tuple[int, int, int]) -> None:
     if len(image_shape) != 3 or any(int(s) < 1 for s in image_shape):
-        raise ValueError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")
+        raise ConfigError(f"image_shape must be (C, H, W) with positive sizes, got {tuple(image_shape)}")

@@ -7,6 +7,7 @@ from itertools import pairwise
 
 from torch import Tensor, nn
 
+from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
 from lit_ssgan.models.layers import WNConv2d, WNConvTranspose2d, WNLinear
 
@@ -18,7 +19,7 @@ def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
     while size < h:
         size, n = size * 2, n + 1
     if h != w or size != h or n < 2 or n > 5:
-        raise ValueError(
+        raise ConfigError(
             f"the convolutional networks take square images of 16, 32, 64 or 128 pixels, "
             f"got image_shape {tuple(image_shape)}"
         )

@@ -1,4 +1,4 @@
-"""Callbacks: the Polyak (exponential moving) average of the weights used for evaluation."""
+"""The Polyak (exponential moving) average of the weights used for evaluation."""
 
 from __future__ import annotations
 

@@ -1,0 +1,46 @@
+"""The grid of generated images written as training goes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import lightning
+from lightning.pytorch.callbacks import Callback
+
+from lit_ssgan.images import make_grid, save_png
+
+
+class SampleGrid(Callback):
+    """Writes a grid of generated images every ``every_n_epochs`` epochs: to TensorBoard (tag
+    ``samples``) and as ``samples/epoch=NNN.png`` in the run's log directory. The latent codes
+    are fixed, so grids of different epochs are comparable; images under 32 px are enlarged by
+    an integer factor (8×8 digits to 32×32).
+
+    The model's ``generator`` draws them (:meth:`lit_ssgan.models.Generator.sample_images`).
+
+    Args:
+        num_images: images in the grid.
+        every_n_epochs: write a grid after every this many epochs.
+    """
+
+    def __init__(self, num_images: int = 100, every_n_epochs: int = 1) -> None:
+        if num_images < 1:
+            raise ValueError(f"num_images must be positive, got {num_images}")
+        if every_n_epochs < 1:
+            raise ValueError(f"every_n_epochs must be positive, got {every_n_epochs}")
+        self.num_images = num_images
+        self.every_n_epochs = every_n_epochs
+
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
+            return
+        images = pl_module.generator.sample_images(self.num_images).float()
+        grid = make_grid(images)
+        for logger in trainer.loggers:
+            experiment: Any = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_image"):  # TensorBoard
+                experiment.add_image("samples", grid, trainer.current_epoch)
+        if trainer.is_global_zero and trainer.log_dir:
+            path = Path(trainer.log_dir) / "samples" / f"epoch={trainer.current_epoch:03d}.png"
+            save_png(grid, path, scale=max(1, 32 // images.shape[-1]))

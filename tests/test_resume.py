@@ -1,0 +1,86 @@
+"""Exact resume: the same seed gives the same weights, and a resumed run (from an epoch's end, from
+the middle of an epoch, after SIGKILL) ends with the weights of an uninterrupted one. The pieces:
+the RandomState callback, ResumableDataLoader, and the module's scheduler catch-up."""
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_ssgan.checkpoint import find_last_checkpoint
+from lit_ssgan.cli import cli
+from tests.helpers import EVERY_2_STEPS, ROOT, assert_same_weights, checkpoint_weights, digits_args
+
+
+def test_same_seed_and_config_give_identical_weights(tmp_path):
+    runs = [cli(digits_args(tmp_path / name, "--trainer.max_epochs", "2")) for name in "ab"]
+    assert_same_weights(*(run.model.state_dict() for run in runs))
+
+
+def test_resume_from_an_epoch_end_checkpoint_ends_with_the_same_weights_as_a_straight_run(tmp_path):
+    every_epoch = "--trainer.callbacks.init_args.save_top_k=-1"
+    straight = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "4", every_epoch))
+    ckpt = Path(straight.trainer.log_dir, "checkpoints", "epoch=1-step=8.ckpt")
+    resumed = cli(digits_args(tmp_path / "b", "--trainer.max_epochs", "4", "--ckpt_path", str(ckpt)))
+    assert resumed.trainer.global_step == straight.trainer.global_step == 16
+    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
+    # and the run really trained: weights moved from the 2-epoch checkpoint
+    halfway = checkpoint_weights(ckpt)
+    assert not torch.equal(halfway["discriminator.classifier.v"], resumed.model.discriminator.classifier.v)
+
+
+# 4 batches an epoch: two batches into the second epoch, and after its last batch but before its
+# end (the epoch-end hooks, LR schedulers among them, have not run; the digits config has some)
+@pytest.mark.parametrize("name, batches_done", [("epoch=1-step=6.ckpt", 2), ("epoch=1-step=8.ckpt", 4)])
+def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done):
+    straight = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", *EVERY_2_STEPS))
+    checkpoints = Path(straight.trainer.log_dir, "checkpoints")
+    middle = checkpoints / name
+    assert middle.is_file(), sorted(p.name for p in checkpoints.iterdir())
+    # each of the three training loaders (labeled, unlabeled, unlabeled_g) saved its place
+    loaders = torch.load(middle, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
+    assert loaders == [{"batches_yielded": batches_done}] * 3
+    resumed = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", "--ckpt_path", str(middle)))
+    assert resumed.trainer.global_step == straight.trainer.global_step == 12
+    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_sigkill_then_resume_last_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
+    # the full-size demo networks, so a batch takes long enough for the kill to land mid-run
+    big = ["--model.discriminator.init_args.hidden", "[1000, 500, 250]"]
+    args = digits_args(tmp_path / "killed", "--trainer.max_epochs", "6", EVERY_2_STEPS[0], networks=big)
+    args += ["--data.init_args.batches_per_epoch", "10"]  # the last word wins: 10 batches an epoch
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lit_ssgan", *args]
+    rng = random.Random(0)
+    for delay in (rng.uniform(0.1, 1.0), 0.05, 0.0):
+        run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 120
+        while find_last_checkpoint(tmp_path / "killed") is None and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(delay)
+        if run.poll() is None:
+            run.send_signal(signal.SIGKILL)
+            assert run.wait() == -signal.SIGKILL
+            break
+        for path in (tmp_path / "killed").iterdir():  # finished before the kill: start over, kill sooner
+            subprocess.run(["rm", "-rf", str(path)], check=True)
+    else:
+        pytest.fail("the run always finished before it could be killed")
+    killed_at = torch.load(find_last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"]
+    assert killed_at < 60
+
+    resumed = subprocess.run([*command, "--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight_args = [a.replace(str(tmp_path / "killed"), str(tmp_path / "straight")) for a in args]
+    subprocess.run([sys.executable, "-m", "lit_ssgan", *straight_args], cwd=ROOT, env=env, check=True)
+
+    final = find_last_checkpoint(tmp_path / "killed")
+    assert torch.load(final, weights_only=True)["global_step"] == 60
+    assert_same_weights(checkpoint_weights(find_last_checkpoint(tmp_path / "straight")), checkpoint_weights(final))
