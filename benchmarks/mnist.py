@@ -103,7 +103,7 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
                 x_fake = G(G.sample_latent(len(x_unl), noise))
             logits = D(torch.cat([x_lab, x_unl, x_fake])).logits
             logits_lab, logits_unl, logits_fake = logits.split([len(x_lab), len(x_unl), len(x_fake)])
-            d_loss = losses.d_loss_class(logits_lab, y_lab) + hp.unlabeled_weight * (
+            d_loss = losses.d_loss_labeled(logits_lab, y_lab) + hp.unlabeled_weight * (
                 losses.d_loss_real(losses.gan_logits(logits_unl), hp.d_label_smooth)
                 + losses.d_loss_fake(losses.gan_logits(logits_fake))
             )

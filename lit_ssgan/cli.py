@@ -15,6 +15,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_ssgan.callbacks import EpochLine
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import MissingFileError, UserError
@@ -34,6 +35,8 @@ class SemiSupervisedCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
+        if self.subcommand == "fit" and self.config_init["fit"].get("epoch_line", True):
+            trainer.callbacks.append(EpochLine())  # type: ignore[attr-defined]
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
@@ -46,6 +49,13 @@ class SemiSupervisedCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         if ckpt_path and ckpt_path != "last":
             load_checkpoint_file(ckpt_path)
+        # LightningCLI then lays the checkpoint's model hyperparameters over the command line's;
+        # resume_lr is a choice for this resume, not part of the model: keep the user's.
+        self._resume_lr = self.config[subcommand].get("model", {}).get("resume_lr") if subcommand else None
+
+    def before_instantiate_classes(self) -> None:
+        if self.subcommand and self._resume_lr is not None:
+            self.config[self.subcommand]["model"]["resume_lr"] = self._resume_lr
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -64,7 +74,9 @@ class SemiSupervisedCLI(LightningCLI):
         for target in ("discriminator", "generator"):
             parser.link_arguments("data.image_shape", f"model.{target}.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.discriminator.init_args.num_classes", apply_on="instantiate")
+        parser.link_arguments("model.classification", "model.discriminator.init_args.regression", compute_fn=_negated)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="Run the test set when fit ends.")
+        parser.add_argument("--epoch_line", type=bool, default=True, help="fit: print tefla's line after each epoch.")
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit"):
@@ -72,6 +84,10 @@ class SemiSupervisedCLI(LightningCLI):
         callback = self.trainer.checkpoint_callback
         best = callback.best_model_path if isinstance(callback, ModelCheckpoint) and callback.monitor else ""
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
+
+
+def _negated(value: bool) -> bool:
+    return not value
 
 
 def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiSupervisedCLI:
@@ -103,7 +119,7 @@ def main(args: list[str] | None = None) -> None:
     """
     with warnings.catch_warnings():
         # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
-        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", DeprecationWarning)
+        warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", FutureWarning)
         # Lightning warns at every save with every_n_train_steps under manual optimization that the
         # weights are those *after* the step; here that is what an exact resume needs.
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")

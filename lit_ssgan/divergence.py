@@ -4,7 +4,7 @@ checkpoint is ever written with NaN or infinite weights."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
@@ -35,15 +35,20 @@ class NonFiniteGuard:
         self.action = action
         self.skipped = 0  # steps dropped for a non-finite loss; checkpointed by the module
 
-    def finite(self, loss: Tensor, terms: Mapping[str, Tensor], where: str) -> bool:
+    def finite(self, loss: Tensor, terms: Mapping[str, Tensor], where: str, strategy: Any = None) -> bool:
         """Whether ``loss`` is finite (one host sync); if not, stops or counts a skipped step.
 
         Args:
             loss: the total loss about to be backpropagated.
             terms: its named parts, to say which one went wrong.
             where: the step, for the message (e.g. ``"step 5 (epoch 1, batch 1)"``).
+            strategy: a Lightning strategy: under DDP, a step is finite only if it is in every
+                process, so that all of them skip it (or stop) together.
         """
-        if torch.isfinite(loss):
+        finite = bool(torch.isfinite(loss))
+        if strategy is not None:
+            finite = strategy.reduce_boolean_decision(finite, all=True)
+        if finite:
             return True
         bad = ", ".join(f"{name} = {value.item()}" for name, value in terms.items() if not torch.isfinite(value))
         if self.action == "stop":

@@ -100,9 +100,34 @@ def feature_matching(real: Tensor, fake: Tensor, distance: FeatureDistance = "sq
     raise ConfigError(f"feature matching distance must be 'absolute' or 'squared', got {distance!r}")
 
 
-def d_loss_class(logits: Tensor, labels: Tensor) -> Tensor:
-    """Cross entropy of the ``(N, K)`` class logits of labeled data against ``(N,)`` labels."""
-    return F.cross_entropy(logits, labels)
+def heads(logits: Tensor, classification: bool = True, explicit_fake: bool = False) -> tuple[Tensor, Tensor]:
+    """The discriminator's two heads: what it predicts, and its real/fake logit.
+
+    Args:
+        logits: the discriminator's output: ``(N, K)`` or ``(N, K + 1)`` for classification;
+            ``(N, 2)`` for regression (the value, then an explicit real/fake logit).
+        classification: whether the task is classification.
+        explicit_fake: for classification, whether the last column is a fake-class logit.
+
+    Returns:
+        ``(N, K)`` class logits or ``(N,)`` regression values, and ``(N,)`` logits of P(real).
+
+    Example:
+        >>> values, real = heads(torch.tensor([[2.5, -1.0]]), classification=False)
+        >>> values.tolist(), real.tolist()
+        ([2.5], [-1.0])
+    """
+    if not classification:
+        return logits[:, 0], logits[:, 1]
+    return class_logits(logits, explicit_fake), gan_logits(logits, explicit_fake)
+
+
+def d_loss_labeled(predicted: Tensor, labels: Tensor, classification: bool = True) -> Tensor:
+    """The supervised term: cross entropy of ``(N, K)`` class logits against ``(N,)`` labels, or
+    for regression the mean squared error of ``(N,)`` values against the labels read as numbers."""
+    if classification:
+        return F.cross_entropy(predicted, labels)
+    return F.mse_loss(predicted, labels.to(predicted.dtype))
 
 
 def d_loss_real(gan_logits_real: Tensor, d_label_smooth: float = 0.0) -> Tensor:

@@ -1,14 +1,63 @@
-"""The validation and test scores, as torchmetrics."""
+"""The validation and test scores (tefla's ``validation_scores``), as torchmetrics."""
 
 from __future__ import annotations
 
-from torchmetrics import MetricCollection
-from torchmetrics.classification import MulticlassAccuracy
+from collections.abc import Callable, Sequence
+
+from torch import Tensor
+from torchmetrics import Metric, MetricCollection
+from torchmetrics.classification import (
+    MulticlassAccuracy,
+    MulticlassAUROC,
+    MulticlassCohenKappa,
+    MulticlassF1Score,
+)
+from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
+
+from lit_ssgan.errors import ConfigError
 
 
-def validation_scores(num_classes: int) -> MetricCollection:
-    """Top-1 accuracy (``acc``) and its complement (``error``, tefla's ``v-loss``) over
-    ``(N, K)`` logits and ``(N,)`` labels; clone it with a ``val/`` or ``test/`` prefix.
+class RoundedKappa(MulticlassCohenKappa):
+    """Quadratic-weighted Cohen's kappa of ``(N,)`` regression values rounded to the nearest of
+    the ``num_classes`` grades 0 … K-1, against ``(N,)`` grades (tefla's kappa on ratings)."""
+
+    def __init__(self, num_classes: int) -> None:
+        super().__init__(num_classes, weights="quadratic")
+
+    def update(self, preds: Tensor, target: Tensor) -> None:
+        grades = preds.round().clamp(0, self.num_classes - 1).long()
+        super().update(grades, target.round().long())
+
+
+# name -> metric of (N, K) logits and (N,) labels
+CLASSIFICATION_SCORES: dict[str, Callable[[int], Metric]] = {
+    "acc": lambda k: MulticlassAccuracy(k, average="micro"),
+    "error": lambda k: 1 - MulticlassAccuracy(k, average="micro"),  # tefla's `v-loss`
+    "kappa": lambda k: MulticlassCohenKappa(k, weights="quadratic"),
+    "f1": lambda k: MulticlassF1Score(k, average="macro"),
+    "auroc": lambda k: MulticlassAUROC(k),
+}
+# name -> metric of (N,) values and (N,) float targets
+REGRESSION_SCORES: dict[str, Callable[[int], Metric]] = {
+    "mae": lambda k: MeanAbsoluteError(),
+    "rmse": lambda k: MeanSquaredError(squared=False),
+    "kappa": RoundedKappa,
+}
+DEFAULT_SCORES = {True: ("acc", "error"), False: ("mae", "rmse", "kappa")}
+
+
+def validation_scores(
+    num_classes: int, names: Sequence[str] | None = None, classification: bool = True
+) -> MetricCollection:
+    """The scores named in ``names`` (default: ``acc`` and ``error`` for classification; ``mae``,
+    ``rmse`` and ``kappa`` for regression); clone it with a ``val/`` or ``test/`` prefix.
+
+    Classification: ``acc`` (top-1), ``error`` (1 - top-1, tefla's v-loss), ``kappa``
+    (quadratic-weighted Cohen's kappa), ``f1`` (macro F1), ``auroc`` (one-vs-rest, macro).
+    Regression: ``mae``, ``rmse``, ``kappa`` (quadratic-weighted, on values rounded to grades).
+
+    Raises:
+        ConfigError: naming ``model.validation_scores``, for a name unknown to the task.
 
     Example:
         >>> import torch
@@ -17,9 +66,13 @@ def validation_scores(num_classes: int) -> MetricCollection:
         >>> {name: round(value.item(), 2) for name, value in scores.compute().items()}
         {'acc': 0.5, 'error': 0.5}
     """
-    return MetricCollection(
-        {
-            "acc": MulticlassAccuracy(num_classes, average="micro"),
-            "error": 1 - MulticlassAccuracy(num_classes, average="micro"),
-        }
-    )
+    available = CLASSIFICATION_SCORES if classification else REGRESSION_SCORES
+    names = DEFAULT_SCORES[classification] if names is None else names
+    unknown = [name for name in names if name not in available]
+    if unknown or not names:
+        task = "classification" if classification else "regression (model.classification: false)"
+        raise ConfigError(
+            f"model.validation_scores: {', '.join(map(repr, unknown)) or 'an empty list'} is not a score for "
+            f"{task}; choose from {', '.join(available)}"
+        )
+    return MetricCollection({name: available[name](num_classes) for name in dict.fromkeys(names)})

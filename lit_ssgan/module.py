@@ -12,14 +12,15 @@ from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
+from torchmetrics import MeanMetric
 
-from lit_ssgan import losses
+from lit_ssgan import gradients, losses
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights, non_plain_hparams
 from lit_ssgan.divergence import NonFiniteGuard, OnNonFinite, check_finite_weights
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.internals import step_not_counted
-from lit_ssgan.lr_schedulers import RunLengthSchedule, run_length
+from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
 from lit_ssgan.metrics import validation_scores
 from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.layers import init_weight_norm_from_data
@@ -32,7 +33,8 @@ class SemiSupervisedGAN(LightningModule):
     logits classify labeled data and, through ``gan_logits``, tell real from generated.
 
     Args:
-        discriminator: gives ``(logits, features)``; its class logits are the classifier.
+        discriminator: gives ``(logits, features)``; its class logits are the classifier (for
+            regression: a value and a real/fake logit, ``regression=True``).
         generator: maps latent codes to images in [0, 1].
         d_optimizer: builds the discriminator's optimizer from its parameters (any
             ``torch.optim`` class; the paper: Adam, lr 3e-3, betas (0.5, 0.999)).
@@ -40,6 +42,13 @@ class SemiSupervisedGAN(LightningModule):
         d_lr_scheduler: optional LR scheduler for the discriminator's optimizer.
         g_lr_scheduler: optional LR scheduler for the generator's optimizer.
         lr_scheduler_interval: step the schedulers every ``"epoch"`` or every ``"step"`` (batch).
+        resume_lr: when resuming from a checkpoint, both networks continue at this rate (their
+            schedulers rescaled to continue from it); None keeps the saved rates.
+        classification: K classes (cross entropy on labeled data) or, if false, regression of
+            the label read as a number (mean squared error); the GAN terms are the same.
+        validation_scores: names of the scores logged as ``val/<name>`` and ``test/<name>``
+            (:func:`~lit_ssgan.metrics.validation_scores`; default ``acc``, ``error`` or, for
+            regression, ``mae``, ``rmse``, ``kappa``).
         unlabeled_weight: weight of ``d_loss_real + d_loss_fake`` in the discriminator loss
             (0 trains the classifier on the labeled data alone).
         d_label_smooth: one-sided label smoothing: unlabeled data's target P(real) is
@@ -50,7 +59,11 @@ class SemiSupervisedGAN(LightningModule):
         feature_distance: ``"squared"`` (OpenAI) or ``"absolute"`` (tefla) feature matching.
         d_clip_val: clip the discriminator's gradients to this norm or value (None: off).
         g_clip_val: clip the generator's gradients to this norm or value (None: off).
-        clip_algorithm: ``"norm"`` (global norm of each network) or ``"value"``.
+        clip_algorithm: ``"norm"`` (global norm of each network), ``"value"``, or
+            ``"norm_per_tensor"`` (each gradient tensor to the norm on its own: tefla's default).
+        d_gradient_multipliers: ``{pattern: factor}``: scale the gradients of the discriminator's
+            parameters whose names match the pattern (``fnmatch``, e.g. ``"hidden.0.*"``).
+        g_gradient_multipliers: the same for the generator.
         data_dependent_init: before the first step, set the discriminator's weight-normalised
             layers from the first labeled and unlabeled batch so each unit starts at mean 0 and
             unit variance (Salimans & Kingma 2016; OpenAI's code does this).
@@ -78,6 +91,9 @@ class SemiSupervisedGAN(LightningModule):
         d_lr_scheduler: LRSchedulerCallable | None = None,
         g_lr_scheduler: LRSchedulerCallable | None = None,
         lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        resume_lr: float | None = None,
+        classification: bool = True,
+        validation_scores: list[str] | None = None,
         unlabeled_weight: float = 1.0,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
@@ -85,7 +101,9 @@ class SemiSupervisedGAN(LightningModule):
         feature_distance: losses.FeatureDistance = "squared",
         d_clip_val: float | None = None,
         g_clip_val: float | None = None,
-        clip_algorithm: Literal["norm", "value"] = "norm",
+        clip_algorithm: gradients.ClipAlgorithm = "norm",
+        d_gradient_multipliers: dict[str, float] | None = None,
+        g_gradient_multipliers: dict[str, float] | None = None,
         data_dependent_init: bool = False,
         weights_from: str | None = None,
         on_nonfinite: OnNonFinite = "stop",
@@ -95,9 +113,14 @@ class SemiSupervisedGAN(LightningModule):
         losses._check_probability("generator_target_prob", generator_target_prob)
         if unlabeled_weight < 0:
             raise ConfigError(f"unlabeled_weight must be 0 or more, got {unlabeled_weight}")
-        for name, value in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val)):
+        for name, value in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
             if value is not None and value <= 0:
                 raise ConfigError(f"{name} must be positive or None, got {value}")
+        if discriminator.regression == classification:
+            raise ConfigError(
+                f"model.classification is {classification} but the discriminator was built with regression: "
+                f"{discriminator.regression} (the command links them; from Python, pass both)"
+            )
         if discriminator.image_shape != generator.image_shape:
             raise ConfigError(
                 f"image_shape differs: the discriminator takes {discriminator.image_shape} but the generator "
@@ -117,9 +140,18 @@ class SemiSupervisedGAN(LightningModule):
         self.configure_metrics()
         self.guard = NonFiniteGuard(on_nonfinite)
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
+        self.d_loss_epoch = MeanMetric()  # tefla's t-loss, for the epoch line
+        self._multipliers = {
+            name: gradients.matched_multipliers(net, patterns or {}, f"model.{name[0]}_gradient_multipliers")
+            for name, net, patterns in (
+                ("discriminator", discriminator, d_gradient_multipliers),
+                ("generator", generator, g_gradient_multipliers),
+            )
+        }
 
     def configure_metrics(self) -> None:
-        metrics = validation_scores(self.discriminator.num_classes)
+        hp = self.hparams
+        metrics = validation_scores(self.discriminator.num_classes, hp["validation_scores"], hp["classification"])
         self.val_metrics = metrics.clone(prefix="val/")
         self.test_metrics = metrics.clone(prefix="test/")
 
@@ -160,8 +192,12 @@ class SemiSupervisedGAN(LightningModule):
         return [d_opt, g_opt], schedulers
 
     def forward(self, x: Tensor) -> Tensor:
-        """``(N, K)`` class logits of images ``(N, C, H, W)``."""
-        return losses.class_logits(self.discriminator(x).logits, self.discriminator.explicit_fake)
+        """``(N, K)`` class logits (regression: ``(N,)`` values) of images ``(N, C, H, W)``."""
+        return self.heads(self.discriminator(x).logits)[0]
+
+    def heads(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """The discriminator output's prediction head and real/fake logit (:func:`losses.heads`)."""
+        return losses.heads(logits, self.hparams["classification"], self.discriminator.explicit_fake)
 
     # -- training -------------------------------------------------------------------------
     def training_step(self, batch: Batch, batch_idx: int) -> None:
@@ -169,7 +205,7 @@ class SemiSupervisedGAN(LightningModule):
         x_unl, _ = batch["unlabeled"]
         x_unl_g, _ = batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
-        hp, explicit_fake = self.hparams, self.discriminator.explicit_fake
+        hp = self.hparams
         n_lab, n_unl = len(x_lab), len(x_unl)
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         log_now = self._logging_now()  # before the steps advance global_step
@@ -182,18 +218,19 @@ class SemiSupervisedGAN(LightningModule):
                 x_fake = self.generator(self.generator.sample_latent(n_unl, self.noise_rng))
             logits = self.discriminator(torch.cat([x_lab, x_unl, x_fake])).logits
             logits_lab, logits_unl, logits_fake = logits.split([n_lab, n_unl, n_unl])
-            gan_unl = losses.gan_logits(logits_unl, explicit_fake)
-            gan_fake = losses.gan_logits(logits_fake, explicit_fake)
-            class_lab = losses.class_logits(logits_lab, explicit_fake)
-            d_loss_class = losses.d_loss_class(class_lab, y_lab)
+            predicted, _ = self.heads(logits_lab)
+            gan_unl, gan_fake = self.heads(logits_unl)[1], self.heads(logits_fake)[1]
+            d_loss_labeled = losses.d_loss_labeled(predicted, y_lab, hp["classification"])
             d_loss_real = losses.d_loss_real(gan_unl, hp["d_label_smooth"])
             d_loss_fake = losses.d_loss_fake(gan_fake)
-            d_loss = d_loss_class + hp["unlabeled_weight"] * (d_loss_real + d_loss_fake)
-            terms = {"d_loss_class": d_loss_class, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake}
-            if not self.guard.finite(d_loss, terms, where):
+            d_loss = d_loss_labeled + hp["unlabeled_weight"] * (d_loss_real + d_loss_fake)
+            labeled_term = "d_loss_class" if hp["classification"] else "d_loss_mse"
+            terms = {labeled_term: d_loss_labeled, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake}
+            if not self.guard.finite(d_loss, terms, where, self.trainer.strategy):
                 return
-            self.manual_backward(d_loss)
+            self._backward(d_loss)
             d_opt.step()
+        self.d_loss_epoch.update(d_loss.detach())
 
         # Generator step, on an independent unlabeled batch; D is frozen.
         with self._training(g_opt):
@@ -204,31 +241,41 @@ class SemiSupervisedGAN(LightningModule):
                 fake_features = self.discriminator(x_fake).features
                 g_loss = losses.feature_matching(real_features, fake_features, hp["feature_distance"])
             else:
-                gan_g = losses.gan_logits(self.discriminator(x_fake).logits, explicit_fake)
+                gan_g = self.heads(self.discriminator(x_fake).logits)[1]
                 g_loss = losses.g_loss_sigmoid_kl(gan_g, hp["generator_target_prob"])
-            if not self.guard.finite(g_loss, {"g_loss": g_loss}, where):
+            if not self.guard.finite(g_loss, {"g_loss": g_loss}, where, self.trainer.strategy):
                 return
-            self.manual_backward(g_loss)
+            self._backward(g_loss)
             with step_not_counted(g_opt):  # one global step per batch, not per optimizer step
                 g_opt.step()
 
         if hp["lr_scheduler_interval"] == "step":
             self._step_schedulers()
         if log_now:
+            if hp["classification"]:
+                labeled = {"train/acc": (predicted.argmax(1) == y_lab).float().mean()}
+            else:
+                labeled = {"train/mae": (predicted - y_lab).abs().mean()}
             self.log_dict(
                 {
-                    "train/d_loss_class": d_loss_class,
+                    f"train/{labeled_term}": d_loss_labeled,
                     "train/d_loss_real": d_loss_real,
                     "train/d_loss_fake": d_loss_fake,
                     "train/g_loss": g_loss,
-                    "train/acc": (class_lab.argmax(1) == y_lab).float().mean(),
+                    **labeled,
                     "train/d_real": torch.sigmoid(gan_unl).mean(),
                     "train/d_fake": torch.sigmoid(gan_fake).mean(),
                     "train/d_lr": d_opt.param_groups[0]["lr"],
                     "train/g_lr": g_opt.param_groups[0]["lr"],
                     "train/skipped_steps": float(self.guard.skipped),
-                }
+                },
+                sync_dist=self.trainer.world_size > 1,
             )
+
+    def _backward(self, loss: Tensor) -> None:
+        # under DDP, each network's gradients are averaged once, in on_before_optimizer_step
+        with gradients.no_ddp_sync(self.trainer):
+            self.manual_backward(loss)
 
     @contextmanager
     def _training(self, opt: LightningOptimizer) -> Iterator[None]:
@@ -246,9 +293,14 @@ class SemiSupervisedGAN(LightningModule):
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Here the AMP scaler has already unscaled the gradients (not so in training_step).
         d_opt, _ = self.trainer.optimizers
-        clip_val = self.hparams["d_clip_val"] if optimizer is d_opt else self.hparams["g_clip_val"]
-        if clip_val is not None:
-            algorithm = self.hparams["clip_algorithm"]
+        net = "discriminator" if optimizer is d_opt else "generator"
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        gradients.ddp_average(params, self.trainer)
+        gradients.multiply(self._multipliers[net])
+        clip_val, algorithm = self.hparams[f"{net[0]}_clip_val"], self.hparams["clip_algorithm"]
+        if clip_val is not None and algorithm == "norm_per_tensor":
+            gradients.clip_per_tensor(params, clip_val)
+        elif clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
 
     def _schedulers(self) -> list[Any]:
@@ -263,9 +315,12 @@ class SemiSupervisedGAN(LightningModule):
         if self.hparams["lr_scheduler_interval"] == "epoch":
             self._step_schedulers()
 
+    def on_train_epoch_start(self) -> None:
+        self.d_loss_epoch.reset()
+
     def on_fit_start(self) -> None:
-        self.noise_rng = torch.Generator(device=self.device)
-        self.noise_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()))
+        self.noise_rng = torch.Generator(device=self.device)  # each process its own latent codes
+        self.noise_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()) + self.global_rank)
         if self.hparams["weights_from"] and self.trainer.ckpt_path is None:
             load_matching_weights(self, self.hparams["weights_from"])
 
@@ -276,6 +331,9 @@ class SemiSupervisedGAN(LightningModule):
             for scheduler in self._schedulers():
                 while scheduler.last_epoch < self.current_epoch:
                     scheduler.step()
+        if self.hparams["resume_lr"] is not None and self.trainer.ckpt_path is not None:
+            for optimizer in self.trainer.optimizers:
+                resume_at(self.hparams["resume_lr"], optimizer, self._schedulers())
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_finite_weights(self.state_dict(), self.global_step)
@@ -287,15 +345,17 @@ class SemiSupervisedGAN(LightningModule):
         self.guard.skipped = checkpoint.get("skipped_steps", 0)
 
     def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.val_metrics.update(self(x), y)
+        self.val_metrics.update(*self._evaluated(batch))
         self.log_dict(self.val_metrics, prog_bar=True)
 
     def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        x, y = batch
-        self.test_metrics.update(self(x), y)
+        self.test_metrics.update(*self._evaluated(batch))
         self.log_dict(self.test_metrics)
 
+    def _evaluated(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+        x, y = batch
+        return self(x), y if self.hparams["classification"] else y.float()
+
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """``(N, K)`` class probabilities."""
-        return self(batch[0]).softmax(dim=1)
+        """``(N, K)`` class probabilities (regression: ``(N,)`` values)."""
+        return self(batch[0]).softmax(dim=1) if self.hparams["classification"] else self(batch[0])

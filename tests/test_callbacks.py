@@ -1,14 +1,18 @@
 """The callbacks: the moving average of the weights, the sample grids, the random state."""
 
+import logging
+import re
+
 import cv2
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.loggers import TensorBoardLogger
+from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from lit_ssgan import DigitsDataModule
-from lit_ssgan.callbacks import EMA, RandomState, SampleGrid, ema_with_warmup
-from tests.helpers import make_model, make_trainer
+from lit_ssgan.callbacks import EMA, GPUMemoryFraction, RandomState, SampleGrid, Summaries, ema_with_warmup
+from lit_ssgan.cli import cli
+from tests.helpers import digits_args, make_model, make_trainer
 
 
 def test_ema_warmup_weights_recent_steps_early_on():
@@ -60,7 +64,7 @@ def test_random_state_is_checkpointed_and_restored_when_training_resumes(tmp_pat
         model, DigitsDataModule()
     )
     saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["rng_states"]
-    assert torch.equal(saved["noise"], model.noise_rng.get_state())
+    assert torch.equal(saved["noise"][0], model.noise_rng.get_state())  # one row per process
 
     resumed, seen = make_model(), {}
 
@@ -72,4 +76,91 @@ def test_random_state_is_checkpointed_and_restored_when_training_resumes(tmp_pat
 
     resumed.configure_callbacks = lambda: [Peek()]
     make_trainer(tmp_path, max_steps=3).fit(resumed, DigitsDataModule(), ckpt_path=tmp_path / "last.ckpt")
-    assert torch.equal(seen["noise"], saved["noise"]) and torch.equal(seen["torch"], saved["torch"])
+    assert torch.equal(seen["noise"], saved["noise"][0]) and torch.equal(seen["torch"], saved["torch"][0])
+
+
+def test_the_epoch_line_prints_tefla_s_summary_after_each_validation(tmp_path, capsys):
+    cli(digits_args(tmp_path, "--trainer.max_epochs", "2"))
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    pattern = (
+        r"Epoch {} \[\(80, 200\) images, +\d+\.\ds\]: t-loss: \d+\.\d{{3}}, v-loss: (\d\.\d{{3}}), "
+        r"acc: \d\.\d{{3}}, error: (\d\.\d{{3}})"
+    )
+    assert len(lines) == 2
+    for epoch, line in enumerate(lines, start=1):
+        match = re.fullmatch(pattern.format(epoch), line)
+        assert match, line
+        assert match[1] == match[2]  # v-loss is the top-1 error
+    cli(digits_args(tmp_path, "--trainer.max_epochs", "1", "--epoch_line", "false"))
+    assert "t-loss" not in capsys.readouterr().out
+
+
+class RecordingLogger(Logger):
+    """Keeps what callbacks write: scalars, and TensorBoard-style images and histograms."""
+
+    def __init__(self):
+        super().__init__()
+        self.metrics, self.calls = [], []
+        recorder = self
+
+        class Experiment:
+            def add_histogram(self, tag, values, step):
+                recorder.calls.append(("histogram", tag, values, step))
+
+            def add_image(self, tag, image, step):
+                recorder.calls.append(("image", tag, image, step))
+
+        self._experiment = Experiment()
+
+    name, version, save_dir = "recording", 0, None
+
+    @property
+    def experiment(self):
+        return self._experiment
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.append((step, dict(metrics)))
+
+    def log_hyperparams(self, params, *args, **kwargs):
+        pass
+
+
+def test_summaries_every_n_epochs_write_histograms_grad_norms_and_the_grid(tmp_path):
+    logger = RecordingLogger()
+    trainer = make_trainer(tmp_path, max_steps=-1, max_epochs=4, logger=logger, callbacks=[Summaries(9, 2)])
+    trainer.fit(make_model(), DigitsDataModule(batches_per_epoch=2))
+    written = {(kind, tag, step) for kind, tag, _, step in logger.calls}
+    assert written == {
+        (kind, tag, step)
+        for step in (1, 3)  # pictures are indexed by epoch (from 0), like the grid's PNG names
+        for kind, tag in (
+            ("histogram", "summaries/p_real_unlabeled"),
+            ("histogram", "summaries/p_real_generated"),
+            ("image", "samples"),
+        )
+    }
+    for kind, _, values, _ in logger.calls:
+        if kind == "histogram":
+            assert values.shape == (50,) and ((values >= 0) & (values <= 1)).all()
+    norms = [(step, m) for step, m in logger.metrics if "summaries/d_grad_norm" in m]
+    assert [step for step, _ in norms] == [4, 8]  # scalars by global step, like the training scalars
+    assert all(m["summaries/d_grad_norm"] > 0 and m["summaries/g_grad_norm"] > 0 for _, m in norms)
+
+
+def test_gpu_memory_fraction_caps_each_cuda_device_and_only_notes_a_cpu_run(monkeypatch, caplog):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "set_per_process_memory_fraction", lambda f, d: calls.append((f, d)))
+
+    class FakeTrainer:
+        class strategy:  # noqa: N801
+            root_device = torch.device("cuda", 1)
+
+    GPUMemoryFraction(0.4).setup(FakeTrainer(), None, "fit")
+    assert calls == [(0.4, torch.device("cuda", 1))]
+    FakeTrainer.strategy.root_device = torch.device("cpu")
+    with caplog.at_level(logging.INFO):
+        GPUMemoryFraction(0.4).setup(FakeTrainer(), None, "fit")
+    assert len(calls) == 1 and "does not apply" in caplog.text
+    for bad in (0.0, 1.5, -1):
+        with pytest.raises(ValueError, match="fraction must lie in"):
+            GPUMemoryFraction(bad)

@@ -89,12 +89,38 @@ def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path)
         (["--data.num_labeled", "5"], "num_labeled"),
         (["--data.num_labeled", "5000"], "num_labeled"),
         (["--model.discriminator", "lit_ssgan.models.ConvDiscriminator"], r"image_shape \(1, 8, 8\)"),
+        (["--model.validation_scores", "[acc, recall]"], "model.validation_scores: 'recall'"),
+        (["--model.classification", "false", "--model.validation_scores", "[acc]"], "'acc' is not a score for regr"),
+        (["--data.balance_ratio", "1.2"], "balance_ratio must lie in"),
+        (["--data.balance_ratio", "0.9", "--data.balance_weights", "[1, 2]"], "balance_weights needs one weight"),
+        (
+            ["--data.balance_ratio", "0.9", "--data.final_balance_weights", "[1, 1, 1, 1, 1, 1, 1, 1, 1, -1]"],
+            "0 or more",
+        ),
+        (["--data.num_labeled", "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"], "for each of the 10 classes"),
+        (["--data.num_labeled", "[500, 4, 4, 4, 4, 4, 4, 4, 4, 4]"], "needs 500 examples of class 0"),
+        (["--model.d_gradient_multipliers", "{nothing: 0.5}"], "d_gradient_multipliers: 'nothing' matches no"),
+        (["--model.resume_lr", "0"], "resume_lr must be positive"),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path, extra, match):
     with pytest.raises(ValueError, match=match):  # from Python: the exception itself
         cli(digits_args(tmp_path, *extra))
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_regression_on_the_digits_logs_mae_rmse_and_kappa(tmp_path):
+    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--model.classification", "false"))
+    assert {"val/mae", "val/rmse", "val/kappa"} <= set(run.trainer.callback_metrics)
+    assert run.model.discriminator.regression
+
+
+def test_an_imbalanced_labeled_set_trains_with_annealed_class_balancing(tmp_path):
+    imbalanced = ["--data.num_labeled", "[14, 4, 4, 4, 4, 4, 4, 4, 4, 4]", "--data.balance_ratio", "0.9"]
+    imbalanced += ["--data.final_balance_weights", "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"]
+    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", *imbalanced))
+    assert run.trainer.state.finished and run.trainer.global_step == 8
+    assert run.datamodule.labeled.labels.bincount().tolist() == [14] + [4] * 9
 
 
 def lit_ssgan_command(*args: str, **env: str) -> subprocess.CompletedProcess:

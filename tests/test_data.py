@@ -219,3 +219,61 @@ def test_digits_split():
     assert len(dm.test) == 500 and len(dm.labeled) == 50 and len(dm.val) == 200
     assert len(dm.unlabeled) == 1797 - 500 - 200
     assert dm.test.images.max() == 255
+
+
+def test_ddp_processes_share_each_epoch_and_together_make_one_pass():
+    whole = EpochSampler(12, num_samples=12, seed=3)
+    shares = [list(EpochSampler(12, num_samples=6, seed=3, rank=r, world_size=2)) for r in range(2)]
+    assert sorted(shares[0] + shares[1]) == list(range(12))
+    assert shares[0] == list(whole)[0::2] and shares[1] == list(whole)[1::2]
+
+
+def test_per_class_num_labeled_draws_an_imbalanced_labeled_set():
+    dm = ToyDataModule(num_labeled=[5, 1, 2])
+    dm.setup("fit")
+    assert np.bincount(dm.labeled.labels.numpy(), minlength=3).tolist() == [5, 1, 2]
+
+
+def labeled_classes_drawn(dm: ToyDataModule, epoch: int) -> np.ndarray:
+    loader = dm.train_dataloader()["labeled"]
+    loader.sampler.set_epoch(epoch)
+    labels = torch.cat([y for _, y in loader]).numpy()
+    return np.bincount(labels, minlength=3) / len(labels)
+
+
+def test_class_balancing_starts_balanced_and_anneals_to_the_final_weights():
+    dm = ToyDataModule(num_labeled=[12, 3, 3], batches_per_epoch=500, balance_ratio=0.5)
+    dm.setup("fit")
+    first, later = labeled_classes_drawn(dm, 0), labeled_classes_drawn(dm, 20)
+    # epoch 0: inverse class frequency, so the classes come equally often
+    assert first == pytest.approx([1 / 3] * 3, abs=0.02)
+    # later: alpha = 0.5**20, final weights 1 each: the labeled set's own frequencies, 12:3:3
+    assert later == pytest.approx([12 / 18, 3 / 18, 3 / 18], abs=0.02)
+    # a function of (seed, epoch) only: the same draw again, whatever happened in between
+    assert np.array_equal(labeled_classes_drawn(dm, 0), first)
+
+
+def test_balance_weights_given_explicitly():
+    dm = ToyDataModule(num_labeled=6, batches_per_epoch=500, balance_ratio=1.0, balance_weights=[2, 1, 1])
+    dm.setup("fit")
+    assert labeled_classes_drawn(dm, 3) == pytest.approx([0.5, 0.25, 0.25], abs=0.02)
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"balance_ratio": 1.5}, "balance_ratio must lie in"),
+        ({"balance_ratio": -0.1}, "balance_ratio must lie in"),
+        ({"balance_weights": [1, 1, 1]}, "need data.balance_ratio"),
+        ({"balance_ratio": 0.9, "balance_weights": [1, -1, 1]}, "balance_weights must be 0 or more"),
+        ({"balance_ratio": 0.9, "final_balance_weights": [1, 1]}, "final_balance_weights needs one weight for each"),
+        ({"num_labeled": [2, 2, 2, 2]}, "one count .* for each of the 3 classes"),
+        ({"num_labeled": [30, 2, 2]}, "needs 30 examples of class 0; there are"),
+        ({"num_labeled": [2, -1, 2]}, "one count"),
+    ],
+)
+def test_bad_balancing_and_per_class_counts_are_refused(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        dm = ToyDataModule(**kwargs)
+        dm.setup("fit")
+        dm.train_dataloader()

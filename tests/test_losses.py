@@ -98,7 +98,11 @@ def test_discriminator_and_generator_terms():
     torch.testing.assert_close(losses.g_loss_sigmoid_kl(gan, 0.75), target)
     logits, labels = torch.tensor([[2.0, 0.0], [0.0, 1.0]], dtype=DOUBLE), torch.tensor([0, 1])
     want = -(logits.log_softmax(1)[[0, 1], [0, 1]]).mean()
-    torch.testing.assert_close(losses.d_loss_class(logits, labels), want)
+    torch.testing.assert_close(losses.d_loss_labeled(logits, labels), want)
+    # regression: the mean squared error of the values against the labels read as numbers
+    values, grades = torch.tensor([0.5, 3.0], dtype=DOUBLE), torch.tensor([1, 2])
+    want = torch.tensor((0.25 + 1.0) / 2, dtype=DOUBLE)
+    torch.testing.assert_close(losses.d_loss_labeled(values, grades, classification=False), want)
 
 
 def test_gradients_match_finite_differences():
@@ -113,7 +117,7 @@ def test_gradients_match_finite_differences():
         (lambda v: losses.g_loss_sigmoid_kl(v, 0.9), (x,)),
         (losses.gan_logits, (logits,)),
         (lambda v: losses.gan_logits(v, explicit_fake=True), (logits,)),
-        (lambda v: losses.d_loss_class(v, torch.tensor([0, 1, 2, 4])), (logits,)),
+        (lambda v: losses.d_loss_labeled(v, torch.tensor([0, 1, 2, 4])), (logits,)),
         (lambda f: losses.feature_matching(real, f, "squared"), (fake,)),
     ]
     for fn, inputs in checks:

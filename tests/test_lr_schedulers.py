@@ -1,11 +1,16 @@
 """Learning-rate schedules that take the run's length from the Trainer."""
 
+from functools import partial
+from pathlib import Path
+
 import pytest
 import torch
+from lightning.pytorch.callbacks import Callback
 
+from lit_ssgan import DigitsDataModule
 from lit_ssgan.cli import cli
-from lit_ssgan.lr_schedulers import LinearDecay
-from tests.helpers import digits_args
+from lit_ssgan.lr_schedulers import CosineDecay, InvDecay, LinearDecay, PolyDecay, StepDecay
+from tests.helpers import digits_args, make_model, make_trainer
 
 
 def rates(schedule: LinearDecay, steps: int) -> list[float]:
@@ -58,3 +63,63 @@ def test_the_digits_decay_follows_the_trainers_run_length(tmp_path, extra, lr_af
 def test_a_run_without_an_end_is_refused_for_a_schedule_that_spans_it(tmp_path):
     with pytest.raises(ValueError, match="max_epochs or trainer.max_steps"):
         cli(digits_args(tmp_path, "--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"))
+
+
+def test_step_decay_sets_absolute_rates_after_the_epochs_it_names(tmp_path):
+    step_decay = partial(StepDecay, rates={0: 1e-3, 2: 1e-4})
+    model = make_model(d_lr_scheduler=step_decay, g_lr_scheduler=step_decay)
+    seen = []
+
+    class Rates(Callback):
+        def on_train_epoch_start(self, trainer, pl_module):
+            seen.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
+
+    make_trainer(tmp_path, max_steps=-1, max_epochs=4, callbacks=[Rates()]).fit(
+        model, DigitsDataModule(batches_per_epoch=2)
+    )
+    assert seen == [[1e-3, 1e-3], [1e-3, 1e-3], [1e-4, 1e-4], [1e-4, 1e-4]]
+
+
+@pytest.mark.parametrize(
+    "schedule, factors",
+    [
+        (partial(PolyDecay, power=2.0), [1.0, 0.5625, 0.25, 0.0625, 0.0]),
+        (partial(CosineDecay, end_factor=0.2), [1.0, 0.8828, 0.6, 0.3172, 0.2]),
+        (partial(InvDecay, gamma=1.0, power=1.0), [1.0, 0.5, 0.3333, 0.25, 0.2]),
+    ],
+)
+def test_tefla_policies_follow_their_formulas_over_the_trainers_run(tmp_path, schedule, factors):
+    model = make_model(d_lr_scheduler=schedule, g_lr_scheduler=schedule, lr_scheduler_interval="step")
+    seen = []
+
+    class Rates(Callback):
+        def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+            seen.append(trainer.optimizers[0].param_groups[0]["lr"] / 3e-3)
+
+    make_trainer(tmp_path, max_steps=4, callbacks=[Rates()]).fit(model, DigitsDataModule())
+    assert seen == pytest.approx(factors[:4], abs=1e-4)
+    assert model.trainer.optimizers[1].param_groups[0]["lr"] / 3e-3 == pytest.approx(factors[4], abs=1e-4)
+
+
+def test_resume_lr_replaces_the_saved_rate_for_both_networks(tmp_path):
+    no_schedule = ["--model.d_lr_scheduler", "null", "--model.g_lr_scheduler", "null"]
+    first = cli(digits_args(tmp_path, "--trainer.max_epochs", "1", *no_schedule))
+    ckpt = str(Path(first.trainer.log_dir, "checkpoints", "last.ckpt"))
+    resumed = cli(
+        digits_args(
+            tmp_path, "--trainer.max_epochs", "2", *no_schedule, "--model.resume_lr", "0.0005", "--ckpt_path", ckpt
+        )
+    )
+    assert [opt.param_groups[0]["lr"] for opt in resumed.trainer.optimizers] == [0.0005, 0.0005]
+    assert resumed.trainer.global_step == 8  # and it trained on
+
+
+def test_resume_lr_lets_a_schedule_continue_from_it(tmp_path):
+    first = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--trainer.callbacks.init_args.save_top_k=-1"))
+    ckpt = str(Path(first.trainer.log_dir, "checkpoints", "epoch=0-step=4.ckpt"))
+    # the digits decay: 3e-3 to 1 % over 2 epochs; after epoch 1 the rate is 3e-3 * 0.505
+    resumed = cli(
+        digits_args(tmp_path, "--trainer.max_epochs", "2", "--model.resume_lr", "0.0005", "--ckpt_path", ckpt)
+    )
+    for opt in resumed.trainer.optimizers:  # the same shape, scaled: 0.0005 * 0.01 / 0.505 at the end
+        assert opt.param_groups[0]["lr"] == pytest.approx(0.0005 * 0.01 / 0.505)

@@ -5,6 +5,7 @@ from functools import partial
 
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN, losses
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
@@ -168,3 +169,55 @@ def test_mismatched_networks_and_data_are_refused(tmp_path):
     model = SemiSupervisedGAN(MLPDiscriminator(7, (1, 8, 8)), MLPGenerator((1, 8, 8)))
     with pytest.raises(ValueError, match="the data has num_classes 10"):
         make_trainer(tmp_path).fit(model, DigitsDataModule())
+
+
+def regression_model(**kwargs) -> SemiSupervisedGAN:
+    return SemiSupervisedGAN(
+        MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), regression=True),
+        MLPGenerator((1, 8, 8), hidden=(32,)),
+        classification=False,
+        d_optimizer=partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)),
+        **kwargs,
+    )
+
+
+def test_regression_learns_the_grade_and_reports_mae_rmse_and_kappa(tmp_path):
+    model, dm = regression_model(), DigitsDataModule()
+    trainer = make_trainer(tmp_path, max_steps=-1, max_epochs=6)
+    trainer.fit(model, dm)
+    assert model.discriminator.classifier.v.shape[0] == 2  # a value and a real/fake logit
+    metrics = trainer.callback_metrics
+    assert {"val/mae", "val/rmse", "val/kappa"} <= set(metrics)
+    assert metrics["val/rmse"] >= metrics["val/mae"] > 0
+    assert metrics["val/mae"] < 2.0  # far better than guessing the mean grade (MAE 2.5)
+    values = torch.cat(trainer.predict(model, datamodule=dm))
+    assert values.shape == (500,) and values.dtype == torch.float32
+    (tested,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert set(tested) == {"test/mae", "test/rmse", "test/kappa"}
+
+
+def test_regression_needs_a_regression_discriminator_and_regression_scores():
+    with pytest.raises(ValueError, match="model.classification is False but the discriminator was built with"):
+        SemiSupervisedGAN(MLPDiscriminator(10, (1, 8, 8)), MLPGenerator((1, 8, 8)), classification=False)
+    with pytest.raises(ValueError, match=r"model.validation_scores: 'acc' is not a score for regression"):
+        regression_model(validation_scores=["mae", "acc"])
+
+
+def test_validation_scores_from_the_config_are_logged_for_val_and_test(tmp_path):
+    model, dm = make_model(validation_scores=["acc", "kappa", "f1", "auroc"]), DigitsDataModule()
+    trainer = make_trainer(tmp_path, max_steps=-1, max_epochs=1)
+    trainer.fit(model, dm)
+    assert {"val/acc", "val/kappa", "val/f1", "val/auroc"} <= set(trainer.callback_metrics)
+    (tested,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert set(tested) == {"test/acc", "test/kappa", "test/f1", "test/auroc"}
+    with pytest.raises(ValueError, match=r"'recall' is not a score for classification; choose from acc, error"):
+        make_model(validation_scores=["recall"])
+
+
+def test_a_checkpoint_can_monitor_any_validation_score(tmp_path):
+    monitor = ModelCheckpoint(dirpath=tmp_path, monitor="val/kappa", mode="max", filename="{epoch}-{val/kappa:.3f}")
+    model = make_model(validation_scores=["kappa"])
+    make_trainer(tmp_path, max_steps=-1, max_epochs=2, callbacks=[monitor], enable_checkpointing=True).fit(
+        model, DigitsDataModule(batches_per_epoch=3)
+    )
+    assert monitor.best_model_score is not None and "kappa" in monitor.best_model_path

@@ -37,16 +37,30 @@ def test_resume_from_an_epoch_end_checkpoint_ends_with_the_same_weights_as_a_str
 
 # 4 batches an epoch: two batches into the second epoch, and after its last batch but before its
 # end (the epoch-end hooks, LR schedulers among them, have not run; the digits config has some)
-@pytest.mark.parametrize("name, batches_done", [("epoch=1-step=6.ckpt", 2), ("epoch=1-step=8.ckpt", 4)])
-def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done):
-    straight = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", *EVERY_2_STEPS))
+BALANCED_REGRESSION = [
+    "--model.classification=false",
+    "--data.num_labeled=[14, 4, 4, 4, 4, 4, 4, 4, 4, 4]",
+    "--data.balance_ratio=0.9",
+]
+
+
+@pytest.mark.parametrize(
+    "name, batches_done, extra",
+    [
+        ("epoch=1-step=6.ckpt", 2, []),
+        ("epoch=1-step=8.ckpt", 4, []),
+        ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
+    ],
+)
+def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done, extra):
+    straight = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", *EVERY_2_STEPS, *extra))
     checkpoints = Path(straight.trainer.log_dir, "checkpoints")
     middle = checkpoints / name
     assert middle.is_file(), sorted(p.name for p in checkpoints.iterdir())
     # each of the three training loaders (labeled, unlabeled, unlabeled_g) saved its place
     loaders = torch.load(middle, weights_only=True)["loops"]["fit_loop"]["state_dict"]["combined_loader"]
     assert loaders == [{"batches_yielded": batches_done}] * 3
-    resumed = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", "--ckpt_path", str(middle)))
+    resumed = cli(digits_args(tmp_path / "a", "--trainer.max_epochs", "3", *extra, "--ckpt_path", str(middle)))
     assert resumed.trainer.global_step == straight.trainer.global_step == 12
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
 

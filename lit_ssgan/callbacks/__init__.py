@@ -1,8 +1,12 @@
 """Side concerns of training, each a Lightning callback: the moving average of the weights used
-for evaluation, the sample grids, and the random state kept in checkpoints."""
+for evaluation, sample grids and summaries, the epoch line, the random state kept in checkpoints,
+and the GPU memory cap."""
 
 from lit_ssgan.callbacks.ema import EMA, ema_with_warmup
+from lit_ssgan.callbacks.epoch_line import EpochLine
+from lit_ssgan.callbacks.gpu_memory import GPUMemoryFraction
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.callbacks.samples import SampleGrid
+from lit_ssgan.callbacks.summaries import Summaries
 
-__all__ = ["EMA", "RandomState", "SampleGrid", "ema_with_warmup"]
+__all__ = ["EMA", "EpochLine", "GPUMemoryFraction", "RandomState", "SampleGrid", "Summaries", "ema_with_warmup"]

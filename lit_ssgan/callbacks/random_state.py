@@ -7,12 +7,15 @@ from typing import Any
 import lightning
 import torch
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
+from torch import Tensor
 
 
 class RandomState(Callback):
     """Saves the model's latent-noise generator (``pl_module.noise_rng``) and torch's global RNG
     (CPU, and CUDA where present; the networks' Gaussian noise layers draw from it) in every
-    checkpoint, and restores them when training resumes.
+    checkpoint, and restores them when training resumes. Under DDP it saves every process's
+    states (gathered into the one checkpoint) and each process restores its own.
 
     Lightning saves no RNG state itself. The states are restored when training starts, after
     the sanity check, so that nothing can draw from them first.
@@ -20,7 +23,7 @@ class RandomState(Callback):
     """
 
     def __init__(self) -> None:
-        self._to_restore: dict[str, Any] | None = None
+        self._to_restore: dict[str, Tensor] | None = None
 
     def on_save_checkpoint(self, trainer: lightning.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         noise_rng: torch.Generator | None = getattr(pl_module, "noise_rng", None)
@@ -29,16 +32,31 @@ class RandomState(Callback):
         state = {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
-        checkpoint["rng_states"] = state
+        # one row per process (every process runs this hook; only the first writes the file)
+        checkpoint["rng_states"] = {name: self._gathered(trainer, pl_module, s) for name, s in state.items()}
+
+    @staticmethod
+    def _gathered(trainer: lightning.Trainer, pl_module: Any, state: Tensor) -> Tensor:
+        if trainer.world_size == 1:
+            return state.unsqueeze(0)
+        return trainer.strategy.all_gather(state.to(pl_module.device)).cpu()
 
     def on_load_checkpoint(self, trainer: lightning.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
         self._to_restore = checkpoint.get("rng_states")
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
-        state, self._to_restore = self._to_restore, None
-        if state is None:
+        states, self._to_restore = self._to_restore, None
+        if states is None:
             return
-        pl_module.noise_rng.set_state(state["noise"])
-        torch.set_rng_state(state["torch"])
-        if "cuda" in state and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(list(state["cuda"]))
+        rows = {name: s if s.dim() > (2 if name == "cuda" else 1) else s.unsqueeze(0) for name, s in states.items()}
+        saved_by = len(rows["noise"])
+        if saved_by != trainer.world_size:
+            rank_zero_warn(
+                f"the checkpoint holds the random states of {saved_by} processes and this run has "
+                f"{trainer.world_size}: training continues, but not bit for bit as the original run would have"
+            )
+        row = min(trainer.global_rank, saved_by - 1)
+        pl_module.noise_rng.set_state(rows["noise"][row].clone())  # a row of its own: set_state reads the storage
+        torch.set_rng_state(rows["torch"][row].clone())
+        if "cuda" in rows and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(list(rows["cuda"][row]))

@@ -41,6 +41,7 @@ class SampleGrid(Callback):
             experiment: Any = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_image"):  # TensorBoard
                 experiment.add_image("samples", grid, trainer.current_epoch)
-        if trainer.is_global_zero and trainer.log_dir:
-            path = Path(trainer.log_dir) / "samples" / f"epoch={trainer.current_epoch:03d}.png"
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process must ask
+        if trainer.is_global_zero and log_dir:
+            path = Path(log_dir) / "samples" / f"epoch={trainer.current_epoch:03d}.png"
             save_png(grid, path, scale=max(1, 32 // images.shape[-1]))

@@ -3,6 +3,8 @@ loaders out."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import albumentations as A
@@ -13,7 +15,7 @@ from torch.utils.data import DataLoader
 
 from lit_ssgan.data.datasets import ImageDataset, collate_batch
 from lit_ssgan.data.loaders import ResumableDataLoader
-from lit_ssgan.data.samplers import EpochSampler
+from lit_ssgan.data.samplers import EpochSampler, class_weights
 from lit_ssgan.errors import ConfigError
 
 UNKNOWN_LABEL = -1
@@ -27,26 +29,38 @@ class SemiSupervisedDataModule(LightningDataModule):
     from the rest, ``num_labeled`` examples balanced across classes (also drawn with
     ``data_seed``) keep their labels; the unlabeled set is the rest of the pool, with the
     labels hidden. ``train_dataloader`` gives a dict of three loaders of ``batch_size``:
-    ``labeled`` (the labeled set cycled, each pass reshuffled), ``unlabeled`` (for the
-    discriminator) and ``unlabeled_g`` (an independent order, for the generator's feature
-    matching). One epoch is one pass over the unlabeled set, unless ``batches_per_epoch``.
+    ``labeled`` (the labeled set cycled, each pass reshuffled; or, with ``balance_ratio``, drawn
+    with replacement by annealed class weights), ``unlabeled`` (for the discriminator) and
+    ``unlabeled_g`` (an independent order, for the generator's feature matching). One epoch is
+    one pass over the unlabeled set, unless ``batches_per_epoch``. Under DDP each process
+    draws its own share of every epoch (together one pass) and its own labeled batches.
 
     Subclasses set ``num_classes`` and ``image_shape`` and implement :meth:`load_train_pool`
     and :meth:`load_test_set`.
 
     Args:
-        num_labeled: labeled training examples, split evenly across classes.
+        num_labeled: labeled training examples, split evenly across classes; or a list, the
+            number for each class (e.g. ``[14, 4, 4, ...]`` for an imbalanced labeled set).
         val_size: examples kept out of training for validation (0: no validation).
         batch_size: size of each of the labeled, unlabeled and generated batches.
         eval_batch_size: batch size for validation, test and prediction.
         unlabeled_includes_labeled: also serve the labeled examples, unlabeled.
         unlabeled_includes_val: also serve the validation images, unlabeled; their labels
             still serve validation only.
-        batches_per_epoch: epoch length; default one pass over the unlabeled set.
+        batches_per_epoch: epoch length in batches, per process; default one pass over the
+            unlabeled set (shared among the processes under DDP).
         data_seed: seed of the validation split and of the choice of labeled examples.
         train_transforms: albumentations transforms for training images (uint8 HWC).
         eval_transforms: albumentations transforms for validation, test and prediction images.
         num_workers: DataLoader workers; 0 is fastest for in-memory data on a few cores.
+        balance_ratio: class balancing of the labeled stream (tefla's): in epoch ``e`` (from 0),
+            labeled examples are drawn with replacement with probability proportional to their
+            class's weight ``α · balance_weights + (1 - α) · final_balance_weights``,
+            ``α = balance_ratio ** e``. None: no balancing (each labeled example once a pass).
+        balance_weights: the class weights at the start; default the inverse class frequency
+            of the labeled set (balanced classes).
+        final_balance_weights: the class weights balancing anneals to; default all 1 (each
+            example equally likely: the labeled set's own class frequencies).
     """
 
     num_classes: int
@@ -54,7 +68,7 @@ class SemiSupervisedDataModule(LightningDataModule):
 
     def __init__(
         self,
-        num_labeled: int = 100,
+        num_labeled: int | list[int] = 100,
         val_size: int = 0,
         batch_size: int = 100,
         eval_batch_size: int = 500,
@@ -65,9 +79,23 @@ class SemiSupervisedDataModule(LightningDataModule):
         train_transforms: list[A.BasicTransform] | None = None,
         eval_transforms: list[A.BasicTransform] | None = None,
         num_workers: int = 0,
+        balance_ratio: float | None = None,
+        balance_weights: list[float] | None = None,
+        final_balance_weights: list[float] | None = None,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        if balance_ratio is None and (balance_weights is not None or final_balance_weights is not None):
+            raise ConfigError(
+                "data.balance_weights and data.final_balance_weights need data.balance_ratio (1 keeps "
+                "balance_weights; below 1 anneals them toward final_balance_weights)"
+            )
+        if balance_ratio is not None and not 0.0 <= balance_ratio <= 1.0:
+            raise ConfigError(f"balance_ratio must lie in [0, 1], got {balance_ratio}")
+        for name in ("balance_weights", "final_balance_weights"):
+            weights = self.hparams[name]
+            if weights is not None and (any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
+                raise ConfigError(f"{name} must be 0 or more, and not all 0, got {weights}")
         for name in ("batch_size", "eval_batch_size"):
             if self.hparams[name] < 1:
                 raise ConfigError(f"{name} must be positive, got {self.hparams[name]}")
@@ -115,20 +143,50 @@ class SemiSupervisedDataModule(LightningDataModule):
             )
         return images, labels
 
-    def _split(self, images: np.ndarray, labels: np.ndarray) -> None:
+    def _labeled_per_class(self, available: int) -> list[int]:
+        """How many labeled examples of each class ``num_labeled`` asks for."""
+        num_labeled, k = self.hparams["num_labeled"], self.num_classes
+        if isinstance(num_labeled, list):
+            if len(num_labeled) != k or any(n < 0 for n in num_labeled) or sum(num_labeled) < 1:
+                raise ConfigError(
+                    f"num_labeled as a list needs one count (0 or more) for each of the {k} classes, got {num_labeled}"
+                )
+            return list(num_labeled)
+        if not k <= num_labeled <= available:
+            raise ConfigError(
+                f"num_labeled must be between the number of classes ({k}) and the training examples "
+                f"left after the validation split ({available}), got {num_labeled}"
+            )
+        return [num_labeled // k + int(c < num_labeled % k) for c in range(k)]
+
+    def _labeled_weights(self) -> Callable[[int], np.ndarray] | None:
+        """Per-epoch sampling weights of the labeled examples (class balancing), or None."""
         hp, k = self.hparams, self.num_classes
+        if hp["balance_ratio"] is None:
+            return None
+        assert self.labeled is not None
+        labels = self.labeled.labels.numpy()
+        counts = np.bincount(labels, minlength=k)
+        given = {name: hp[name] for name in ("balance_weights", "final_balance_weights")}
+        for name, weights in given.items():
+            if weights is not None and len(weights) != k:
+                raise ConfigError(f"{name} needs one weight for each of the {k} classes, got {len(weights)}")
+        # tefla's default: N / count, the inverse class frequency (0 for a class with no labels)
+        inverse = np.divide(len(labels), counts, out=np.zeros(k), where=counts > 0)
+        balance = np.asarray(given["balance_weights"], dtype=float) if given["balance_weights"] else inverse
+        final = np.asarray(given["final_balance_weights"] or np.ones(k), dtype=float)
+        if not (balance[counts > 0] > 0).any() or not (final[counts > 0] > 0).any():
+            raise ConfigError("balance weights give no weight to any class that has labeled examples")
+        return partial(class_weights, labels, hp["balance_ratio"], balance, final)
+
+    def _split(self, images: np.ndarray, labels: np.ndarray) -> None:
+        hp = self.hparams
         if hp["val_size"] >= len(labels):
             raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
         order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
         val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
-        if not k <= hp["num_labeled"] <= len(train_idx):
-            raise ConfigError(
-                f"num_labeled must be between the number of classes ({k}) and the training examples "
-                f"left after the validation split ({len(train_idx)}), got {hp['num_labeled']}"
-            )
         per_class = []
-        for c in range(k):
-            wanted = hp["num_labeled"] // k + int(c < hp["num_labeled"] % k)
+        for c, wanted in enumerate(self._labeled_per_class(len(train_idx))):
             of_class = train_idx[labels[train_idx] == c]
             if len(of_class) < wanted:
                 raise ConfigError(
@@ -166,11 +224,24 @@ class SemiSupervisedDataModule(LightningDataModule):
     def train_dataloader(self) -> dict[str, DataLoader]:
         assert self.labeled is not None and self.unlabeled is not None and self.shuffle_seed is not None
         bs = self.hparams["batch_size"]
-        num_batches = self.hparams["batches_per_epoch"] or len(self.unlabeled) // bs
-        datasets = {"labeled": self.labeled, "unlabeled": self.unlabeled, "unlabeled_g": self.unlabeled}
+        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        num_batches = self.hparams["batches_per_epoch"] or len(self.unlabeled) // (bs * world_size)
+        if num_batches < 1:
+            raise ConfigError(
+                f"the unlabeled set ({len(self.unlabeled)} images) is too small for {world_size} processes"
+            )
+        streams = {
+            "labeled": (self.labeled, self._labeled_weights()),
+            "unlabeled": (self.unlabeled, None),
+            "unlabeled_g": (self.unlabeled, None),
+        }
         return {
-            name: self._loader(ds, bs, EpochSampler(len(ds), num_batches * bs, self.shuffle_seed + i))
-            for i, (name, ds) in enumerate(datasets.items())
+            name: self._loader(
+                dataset,
+                bs,
+                EpochSampler(len(dataset), num_batches * bs, self.shuffle_seed + i, 0, rank, world_size, weights),
+            )
+            for i, (name, (dataset, weights)) in enumerate(streams.items())
         }
 
     def val_dataloader(self) -> DataLoader | list:

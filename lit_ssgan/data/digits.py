@@ -19,7 +19,7 @@ class DigitsDataModule(SemiSupervisedDataModule):
 
     Args:
         test_size: images held out as the test set.
-        num_labeled: labeled training examples (5 per class).
+        num_labeled: labeled training examples (5 per class), or a count for each class.
         val_size: images kept out of training for validation.
         batch_size: size of each labeled, unlabeled and generated batch.
         **kwargs: see :class:`SemiSupervisedDataModule`.
@@ -29,7 +29,12 @@ class DigitsDataModule(SemiSupervisedDataModule):
     image_shape = (1, 8, 8)
 
     def __init__(
-        self, test_size: int = 500, num_labeled: int = 50, val_size: int = 200, batch_size: int = 50, **kwargs: Any
+        self,
+        test_size: int = 500,
+        num_labeled: int | list[int] = 50,
+        val_size: int = 200,
+        batch_size: int = 50,
+        **kwargs: Any,
     ) -> None:
         super().__init__(num_labeled=num_labeled, val_size=val_size, batch_size=batch_size, **kwargs)
         self.test_size = test_size

@@ -26,9 +26,17 @@ class Discriminator(nn.Module):
         image_shape: ``(C, H, W)`` of the images.
         explicit_fake: add a (K+1)-th output for the fake class (tefla) instead of the
             implicit fake logit 0 (OpenAI).
+        regression: two outputs instead: a regression value and a real/fake logit (tefla's
+            ``classification=False``); ``num_classes`` is then the number of grades.
     """
 
-    def __init__(self, num_classes: int, image_shape: tuple[int, int, int], explicit_fake: bool = False) -> None:
+    def __init__(
+        self,
+        num_classes: int,
+        image_shape: tuple[int, int, int],
+        explicit_fake: bool = False,
+        regression: bool = False,
+    ) -> None:
         super().__init__()
         if num_classes < 2:
             raise ConfigError(f"num_classes must be at least 2, got {num_classes}")
@@ -36,10 +44,11 @@ class Discriminator(nn.Module):
         self.num_classes = num_classes
         self.image_shape = tuple(image_shape)
         self.explicit_fake = explicit_fake
+        self.regression = regression
 
     @property
     def num_outputs(self) -> int:
-        return self.num_classes + int(self.explicit_fake)
+        return 2 if self.regression else self.num_classes + int(self.explicit_fake)
 
 
 class Generator(nn.Module):

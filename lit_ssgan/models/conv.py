@@ -36,6 +36,7 @@ class ConvDiscriminator(Discriminator):
         image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
         width: channels of the two stages (96, 192).
         explicit_fake: add an explicit fake-class output.
+        regression: a regression value and a real/fake logit instead of class logits.
     """
 
     def __init__(
@@ -44,8 +45,9 @@ class ConvDiscriminator(Discriminator):
         image_shape: tuple[int, int, int] = (3, 32, 32),
         width: tuple[int, int] = (96, 192),
         explicit_fake: bool = False,
+        regression: bool = False,
     ) -> None:
-        super().__init__(num_classes, image_shape, explicit_fake)
+        super().__init__(num_classes, image_shape, explicit_fake, regression)
         _num_upsamplings(image_shape)
         c, (w1, w2) = image_shape[0], width
         act = nn.LeakyReLU(0.2)

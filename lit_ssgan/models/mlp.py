@@ -26,6 +26,7 @@ class MLPDiscriminator(Discriminator):
         input_noise: std of the noise added to the input (0.3).
         hidden_noise: std of the noise added after each hidden layer (0.5).
         explicit_fake: add an explicit fake-class output.
+        regression: a regression value and a real/fake logit instead of class logits.
     """
 
     def __init__(
@@ -36,8 +37,9 @@ class MLPDiscriminator(Discriminator):
         input_noise: float = 0.3,
         hidden_noise: float = 0.5,
         explicit_fake: bool = False,
+        regression: bool = False,
     ) -> None:
-        super().__init__(num_classes, image_shape, explicit_fake)
+        super().__init__(num_classes, image_shape, explicit_fake, regression)
         widths = [math.prod(image_shape), *hidden]
         self.input_noise = GaussianNoise(input_noise)
         self.hidden = nn.ModuleList(

@@ -1,0 +1,69 @@
+"""tefla's one-line summary of each epoch."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import lightning
+import torch
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only
+
+
+class EpochLine(Callback):
+    """Prints, after each validation, the original trainer's line::
+
+        Epoch 3 [(1300, 200) images, 1.4s]: t-loss: 1.234, v-loss: 0.085, acc: 0.915, error: 0.085
+
+    ``t-loss`` is the epoch's mean discriminator loss; ``v-loss`` the validation top-1 error
+    (regression: the RMSE); then each validation score. The image counts are the unlabeled
+    training images and the validation images of the epoch, over all processes; the time runs
+    from the start of the epoch's training to the end of its validation. The ``lit-ssgan fit``
+    command adds it (``--epoch_line false`` leaves it out).
+    """
+
+    def __init__(self) -> None:
+        self._start = time.monotonic()
+        self._train_images = 0
+        self._val_images = 0
+
+    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        self._start, self._train_images = time.monotonic(), 0
+
+    def on_train_batch_end(
+        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        self._train_images += len(batch["unlabeled"][0])
+
+    def on_validation_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        self._val_images = 0
+
+    def on_validation_batch_end(
+        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int, dataloader_idx: int = 0
+    ) -> None:
+        self._val_images += len(batch[0])
+
+    def on_validation_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        counts = torch.tensor([self._train_images, self._val_images], dtype=torch.float64, device=pl_module.device)
+        n_train, n_val = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
+        t_loss = float(pl_module.d_loss_epoch.compute())  # a collective under DDP: every process calls it
+        scores = {name: float(value) for name, value in pl_module.val_metrics.compute().items()}
+        v_loss = scores.get("val/error", scores.get("val/rmse"))
+        line = (
+            f"Epoch {trainer.current_epoch + 1} [({n_train}, {n_val}) images, {time.monotonic() - self._start:6.1f}s]"
+        )
+        line += f": t-loss: {t_loss:.3f}" + ("" if v_loss is None else f", v-loss: {v_loss:.3f}")
+        line += "".join(f", {name.removeprefix('val/')}: {value:.3f}" for name, value in scores.items())
+        self._print(trainer, line)
+
+    @staticmethod
+    @rank_zero_only
+    def _print(trainer: lightning.Trainer, line: str) -> None:
+        bar = trainer.progress_bar_callback
+        if bar is not None and hasattr(bar, "print"):
+            bar.print(line)  # above the progress bar, not through it
+        else:
+            print(line, flush=True)

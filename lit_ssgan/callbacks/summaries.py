@@ -1,0 +1,85 @@
+"""tefla's summaries, written every ``summary_every`` epochs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning
+import torch
+from torch import Tensor
+
+from lit_ssgan.callbacks.samples import SampleGrid
+
+
+class Summaries(SampleGrid):
+    """Every ``every_n_epochs`` epochs (tefla's ``summary_every``): the sample grid of
+    :class:`SampleGrid`, histograms of the discriminator's P(real) on the epoch's last unlabeled
+    batch and on as many generated images (TensorBoard: ``summaries/p_real_unlabeled``,
+    ``summaries/p_real_generated``), and each network's gradient norm before clipping, averaged
+    over the epoch's steps (``summaries/d_grad_norm``, ``summaries/g_grad_norm``, to every logger;
+    under DDP, this process's gradients before they are averaged). With ``trainer.logger: false``
+    (tefla's ``is_summary``) only the PNG grids are written.
+
+    P(real) is measured in eval mode (no input noise) with fixed latent codes, so summaries draw
+    nothing from the random streams training uses.
+
+    Args:
+        num_images: images in the grid.
+        every_n_epochs: summary interval, in epochs.
+    """
+
+    def __init__(self, num_images: int = 100, every_n_epochs: int = 1) -> None:
+        super().__init__(num_images, every_n_epochs)
+        self._norms: dict[str, list[Tensor]] = {"d": [], "g": []}
+        self._unlabeled: Tensor | None = None
+
+    def _summary_epoch(self, trainer: lightning.Trainer) -> bool:
+        return (trainer.current_epoch + 1) % self.every_n_epochs == 0
+
+    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        self._norms = {"d": [], "g": []}
+
+    def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: Any, optimizer: Any) -> None:
+        if not self._summary_epoch(trainer):
+            return
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        if grads:
+            net = "d" if optimizer is trainer.optimizers[0] else "g"
+            self._norms[net].append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach())
+
+    def on_train_batch_end(
+        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+    ) -> None:
+        if self._summary_epoch(trainer):
+            self._unlabeled = batch["unlabeled"][0]
+
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        super().on_train_epoch_end(trainer, pl_module)  # the sample grid
+        if trainer.sanity_checking or not self._summary_epoch(trainer):
+            return
+        norms = {f"summaries/{net}_grad_norm": float(torch.stack(v).mean()) for net, v in self._norms.items() if v}
+        for logger in trainer.loggers:
+            logger.log_metrics(norms, step=trainer.global_step)
+        if self._unlabeled is None:
+            return
+        p_real = self._p_real(pl_module, self._unlabeled)
+        for logger in trainer.loggers:
+            experiment: Any = getattr(logger, "experiment", None)
+            if hasattr(experiment, "add_histogram") and trainer.is_global_zero:
+                for name, values in p_real.items():
+                    experiment.add_histogram(f"summaries/p_real_{name}", values, trainer.current_epoch)
+        self._unlabeled = None
+
+    @staticmethod
+    @torch.no_grad()
+    def _p_real(pl_module: Any, unlabeled: Tensor) -> dict[str, Tensor]:
+        discriminator = pl_module.discriminator
+        was_training = discriminator.training
+        discriminator.eval()
+        generated = pl_module.generator.sample_images(len(unlabeled), seed=1).to(unlabeled.dtype)
+        p_real = {
+            name: torch.sigmoid(pl_module.heads(discriminator(images).logits)[1]).float().cpu()
+            for name, images in (("unlabeled", unlabeled), ("generated", generated))
+        }
+        discriminator.train(was_training)
+        return p_real

@@ -1,0 +1,103 @@
+"""What happens to a network's gradients between its backward pass and its optimizer step:
+synchronisation across processes, tefla's per-parameter multipliers, and clipping."""
+
+from __future__ import annotations
+
+import fnmatch
+from collections.abc import Iterable, Mapping
+from contextlib import AbstractContextManager, nullcontext
+from typing import Any, Literal
+
+import torch
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from lit_ssgan.errors import ConfigError
+
+ClipAlgorithm = Literal["norm", "value", "norm_per_tensor"]
+
+
+def _managed_ddp(trainer: Any) -> DistributedDataParallel | None:
+    """The DDP wrapper whose gradient sync lit_ssgan does itself, if the run has one.
+
+    DDP's reducer expects every parameter to get a gradient in each backward pass; a GAN's D step
+    leaves the generator's untouched and its G step the discriminator's, so DDP fails at the first
+    backward. Instead each backward runs outside DDP's sync (``no_sync``) and each network's
+    gradients are averaged once, in one all-reduce, just before its optimizer step. A strategy made
+    with ``find_unused_parameters=True`` keeps DDP's own sync (slower: see the README).
+    """
+    model = getattr(trainer, "model", None)
+    return model if isinstance(model, DistributedDataParallel) and not model.find_unused_parameters else None
+
+
+def no_ddp_sync(trainer: Any) -> AbstractContextManager:
+    """A context for a backward pass: DDP's ``no_sync`` where lit_ssgan syncs gradients itself."""
+    model = _managed_ddp(trainer)
+    return model.no_sync() if model is not None else nullcontext()
+
+
+@torch.no_grad()
+def ddp_average(params: Iterable[Tensor], trainer: Any) -> None:
+    """Averages the gradients of ``params`` across processes in one all-reduce (under DDP only)."""
+    if _managed_ddp(trainer) is None:
+        return
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    flat = trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+    pieces = flat.split([g.numel() for g in grads])
+    torch._foreach_copy_(grads, [piece.view_as(g) for piece, g in zip(pieces, grads, strict=True)])
+
+
+def matched_multipliers(network: nn.Module, patterns: Mapping[str, float], option: str) -> list[tuple[Tensor, float]]:
+    """The parameters of ``network`` whose names match a pattern, each with its factor (tefla's
+    ``gradient_multipliers``). Patterns are shell-style (``fnmatch``) against the names of
+    ``network.named_parameters()``, e.g. ``"hidden.0.*"``; the first matching pattern wins.
+
+    Raises:
+        ConfigError: naming ``option`` and the pattern, if a pattern matches no parameter.
+
+    Example:
+        >>> net = nn.Sequential(nn.Linear(2, 3), nn.Linear(3, 1))
+        >>> [(tuple(p.shape), f) for p, f in matched_multipliers(net, {"0.*": 0.1}, "m")]
+        [((3, 2), 0.1), ((3,), 0.1)]
+    """
+    named = list(network.named_parameters())
+    for pattern in patterns:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name, _ in named):
+            names = ", ".join(name for name, _ in named[:6])
+            raise ConfigError(f"{option}: {pattern!r} matches no parameter (they are named like {names}, ...)")
+    matched: list[tuple[Tensor, float]] = []
+    for name, param in named:
+        factor = next((f for pattern, f in patterns.items() if fnmatch.fnmatchcase(name, pattern)), None)
+        if factor is not None:
+            matched.append((param, float(factor)))
+    return matched
+
+
+@torch.no_grad()
+def multiply(multipliers: Iterable[tuple[Tensor, float]]) -> None:
+    """Scales each parameter's gradient by its factor."""
+    for param, factor in multipliers:
+        if param.grad is not None:
+            param.grad.mul_(factor)
+
+
+@torch.no_grad()
+def clip_per_tensor(params: Iterable[Tensor], max_norm: float) -> None:
+    """Clips each gradient tensor to ``max_norm`` on its own (tefla's default: norm 5), unlike
+    ``clip_grad_norm_``, which scales all of them by their global norm.
+
+    Example:
+        >>> p, q = torch.zeros(2, requires_grad=True), torch.zeros(1, requires_grad=True)
+        >>> p.grad, q.grad = torch.tensor([3.0, 4.0]), torch.tensor([0.5])
+        >>> clip_per_tensor([p, q], 1.0)
+        >>> [round(g, 4) for g in p.grad.tolist()], q.grad.tolist()
+        ([0.6, 0.8], [0.5])
+    """
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads:
+        return
+    norms = torch._foreach_norm(grads)
+    scales = [torch.clamp(max_norm / (norm + 1e-6), max=1.0) for norm in norms]
+    torch._foreach_mul_(grads, scales)

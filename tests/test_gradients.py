@@ -1,0 +1,82 @@
+"""Between backward and step: tefla's gradient multipliers, per-tensor clipping, and each
+network's gradients averaged once per step under DDP (two CPU processes)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from lit_ssgan import DigitsDataModule
+from lit_ssgan.checkpoint import find_last_checkpoint
+from lit_ssgan.gradients import clip_per_tensor
+from tests.helpers import ROOT, assert_same_weights, checkpoint_weights, digits_args, make_model, make_trainer
+from tests.test_module import recorded_model
+
+
+def test_gradient_multipliers_scale_the_matching_parameters_only(tmp_path):
+    model = recorded_model(d_gradient_multipliers={"hidden.0.*": 0.0, "classifier.*": 2.0})
+    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
+    first, classifier = model.discriminator.hidden[0][0].v, model.discriminator.classifier.v
+    for name, before, after, grads in model.recorder.steps:
+        if name != "discriminator":
+            continue
+        params = list(model.discriminator.parameters())
+        frozen = [i for i, p in enumerate(params) if p is first]
+        assert all(torch.equal(before["discriminator"][i], after["discriminator"][i]) for i in frozen)
+        assert all(not grads["discriminator"][i].any() for i in frozen)  # multiplied by 0
+        moved = [i for i, p in enumerate(params) if p is classifier]
+        assert all(not torch.equal(before["discriminator"][i], after["discriminator"][i]) for i in moved)
+
+
+def test_a_multiplier_pattern_that_matches_nothing_is_refused():
+    with pytest.raises(ValueError, match=r"model.g_gradient_multipliers: 'nothing.\*' matches no parameter"):
+        make_model(g_gradient_multipliers={"nothing.*": 0.5})
+
+
+def test_per_tensor_clipping_bounds_each_gradient_tensor_not_their_sum(tmp_path):
+    model = recorded_model(d_clip_val=1e-3, g_clip_val=1e-3, clip_algorithm="norm_per_tensor")
+    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
+    for name, _, _, grads in model.recorder.steps:
+        norms = [g.norm() for g in grads[name] if g is not None]
+        assert max(norms) <= 1e-3 * 1.001
+        assert torch.cat([g.flatten() for g in grads[name]]).norm() > 1e-3 * 1.5  # not a global clip
+
+
+def test_clip_per_tensor_leaves_small_gradients_alone():
+    p = torch.zeros(3, requires_grad=True)
+    p.grad = torch.tensor([0.1, 0.2, 0.2])
+    clip_per_tensor([p], 5.0)
+    torch.testing.assert_close(p.grad, torch.tensor([0.1, 0.2, 0.2]))
+
+
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+
+
+def ddp_run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    args = digits_args(root, *DDP, "--trainer.callbacks.init_args.save_top_k=-1", *extra)
+    return subprocess.run(
+        [sys.executable, "-m", "lit_ssgan", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
+def test_ddp_on_two_cpu_processes_trains_checkpoints_once_and_resumes_exactly(tmp_path):
+    straight = ddp_run(tmp_path / "a", "--trainer.max_epochs", "4")
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    # 4 batches an epoch for each process; the epoch line counts both processes' images
+    assert "Epoch 4 [(160, 200) images" in straight.stdout
+    checkpoints = sorted(p.name for p in (tmp_path / "a").rglob("*.ckpt"))
+    assert checkpoints == [f"epoch={e}-step={4 * (e + 1)}.ckpt" for e in range(4)] + ["last.ckpt"]
+    state = torch.load(find_last_checkpoint(tmp_path / "a"), weights_only=True)
+    assert len(state["rng_states"]["noise"]) == 2  # each process's latent-noise state
+    assert not torch.equal(*state["rng_states"]["noise"])  # each its own codes
+
+    middle = next((tmp_path / "a").rglob("epoch=1-step=8.ckpt"))
+    resumed = ddp_run(tmp_path / "b", "--trainer.max_epochs", "4", "--ckpt_path", str(middle))
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert "Epoch 3 [" in resumed.stdout and "Epoch 2 [" not in resumed.stdout
+    assert_same_weights(
+        checkpoint_weights(find_last_checkpoint(tmp_path / "a")),
+        checkpoint_weights(find_last_checkpoint(tmp_path / "b")),
+    )
