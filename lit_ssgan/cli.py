@@ -16,6 +16,7 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan.callbacks import EpochLine
+from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import MissingFileError, UserError
@@ -35,8 +36,14 @@ class SemiSupervisedCLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
-        if self.subcommand == "fit" and self.config_init["fit"].get("epoch_line", True):
-            trainer.callbacks.append(EpochLine())  # type: ignore[attr-defined]
+        config = self.config_init[self.subcommand] if self.subcommand else {}
+        callbacks: list = trainer.callbacks  # type: ignore[attr-defined]
+        if self.subcommand == "fit" and config.get("epoch_line", True):
+            callbacks.append(EpochLine())
+        if self.subcommand == "test" or (self.subcommand == "fit" and config.get("test_after_fit")):
+            callbacks.append(TestReport())
+        if self.subcommand == "predict":
+            callbacks.append(PredictionsCSV(config.get("predictions_csv")))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
@@ -54,8 +61,18 @@ class SemiSupervisedCLI(LightningCLI):
         self._resume_lr = self.config[subcommand].get("model", {}).get("resume_lr") if subcommand else None
 
     def before_instantiate_classes(self) -> None:
-        if self.subcommand and self._resume_lr is not None:
-            self.config[self.subcommand]["model"]["resume_lr"] = self._resume_lr
+        if not self.subcommand:
+            return
+        config = self.config[self.subcommand]
+        if self._resume_lr is not None:
+            config["model"]["resume_lr"] = self._resume_lr
+        # test and predict from a checkpoint need no labeled folder to name the classes
+        data_args = config.get("data", {}).get("init_args", {})
+        ckpt_path = config.get("ckpt_path")
+        if "class_names" in data_args and not data_args["class_names"] and ckpt_path and ckpt_path != "last":
+            recorded = load_checkpoint_file(ckpt_path).get("data", {})
+            if isinstance(recorded, dict) and recorded.get("class_names"):
+                data_args["class_names"] = list(recorded["class_names"])
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -77,6 +94,12 @@ class SemiSupervisedCLI(LightningCLI):
         parser.link_arguments("model.classification", "model.discriminator.init_args.regression", compute_fn=_negated)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="Run the test set when fit ends.")
         parser.add_argument("--epoch_line", type=bool, default=True, help="fit: print tefla's line after each epoch.")
+        parser.add_argument(
+            "--predictions_csv",
+            type=str | None,
+            default=None,
+            help="predict: the CSV to write (default: in the run's log directory).",
+        )
 
     def after_fit(self) -> None:
         if not self.config_init[self.subcommand].get("test_after_fit"):

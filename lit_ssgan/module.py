@@ -163,8 +163,8 @@ class SemiSupervisedGAN(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Refuses, before any step, data the networks were not built for."""
-        for name, ours in self._data().items():
-            theirs = getattr(getattr(self.trainer, "datamodule", None), name, None)
+        for name in ("image_shape", "num_classes"):
+            ours, theirs = self._data()[name], getattr(getattr(self.trainer, "datamodule", None), name, None)
             if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
                 raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
 
@@ -178,6 +178,7 @@ class SemiSupervisedGAN(LightningModule):
             "datamodule": type(datamodule).__name__ if datamodule is not None else None,
             "image_shape": self.discriminator.image_shape,
             "num_classes": self.discriminator.num_classes,
+            "class_names": getattr(datamodule, "class_names", None),
         }
 
     def configure_optimizers(self) -> Any:
@@ -348,9 +349,12 @@ class SemiSupervisedGAN(LightningModule):
         self.val_metrics.update(*self._evaluated(batch))
         self.log_dict(self.val_metrics, prog_bar=True)
 
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.test_metrics.update(*self._evaluated(batch))
+    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        """Returns the predictions (for reports such as the confusion matrix)."""
+        predicted, target = self._evaluated(batch)
+        self.test_metrics.update(predicted, target)
         self.log_dict(self.test_metrics)
+        return predicted
 
     def _evaluated(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
         x, y = batch

@@ -3,6 +3,7 @@
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.data.datasets import ImageDataset, read_idx
 from lit_ssgan.data.digits import DigitsDataModule
+from lit_ssgan.data.image_folder import ImageFolderDataModule
 from lit_ssgan.data.loaders import ResumableDataLoader
 from lit_ssgan.data.mnist import FashionMNISTDataModule, MNISTDataModule
 from lit_ssgan.data.samplers import EpochSampler
@@ -12,6 +13,7 @@ __all__ = [
     "EpochSampler",
     "FashionMNISTDataModule",
     "ImageDataset",
+    "ImageFolderDataModule",
     "MNISTDataModule",
     "SemiSupervisedDataModule",
     "ResumableDataLoader",

@@ -30,7 +30,7 @@ class ImageDataset(Dataset[Batch]):
 
     Args:
         images: ``(N, H, W, C)`` uint8 array.
-        labels: ``(N,)`` integer labels; -1 where unknown.
+        labels: ``(N,)`` integer labels (-1 where unknown), or float labels for regression.
         transform: an albumentations pipeline applied to each image, or None.
     """
 
@@ -40,7 +40,10 @@ class ImageDataset(Dataset[Batch]):
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
         self.images = images
-        self.labels = torch.as_tensor(labels, dtype=torch.long)
+        # class indices, or numbers for regression
+        self.labels = torch.as_tensor(
+            labels, dtype=torch.float32 if np.issubdtype(labels.dtype, np.floating) else torch.long
+        )
         self.transform = transform
         self._tensors = None if transform else _to_tensor(images)
 

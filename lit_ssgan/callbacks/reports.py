@@ -1,0 +1,168 @@
+"""What ``predict`` and ``test`` leave behind: a CSV of predictions, a confusion matrix picture and
+a per-class table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import cv2
+import lightning
+import numpy as np
+import torch
+from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from torch import Tensor
+from torchmetrics.classification import MulticlassConfusionMatrix
+
+from lit_ssgan.errors import ConfigError
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """Writes ``data`` beside ``path`` and renames it into place: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        aside.write_bytes(data)
+        os.replace(aside, path)
+    finally:
+        aside.unlink(missing_ok=True)
+
+
+class PredictionsCSV(BasePredictionWriter):
+    """Writes ``predict``'s results to a CSV: ``file``, the predicted class name and one probability
+    column per class, named after it (regression: ``file``, ``value``), one row per image in the
+    data module's order (``predict_files``; else the row index). Written atomically when predict
+    ends: a failed predict leaves no partial file. The ``lit-ssgan predict`` command adds it.
+
+    Args:
+        path: the CSV; default ``predictions.csv`` in the run's log directory.
+    """
+
+    def __init__(self, path: str | None = None) -> None:
+        super().__init__(write_interval="epoch")
+        self.path = path
+        self.written: Path | None = None
+
+    def write_on_epoch_end(
+        self, trainer: lightning.Trainer, pl_module: Any, predictions: Sequence[Any], batch_indices: Sequence[Any]
+    ) -> None:
+        if trainer.world_size > 1:
+            raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
+        outputs = torch.cat(
+            [
+                torch.as_tensor(p)
+                for p in (predictions[0] if predictions and isinstance(predictions[0], list) else predictions)
+            ]
+        )
+        datamodule = getattr(trainer, "datamodule", None)
+        files = [str(f) for f in getattr(datamodule, "predict_files", [])] or [str(i) for i in range(len(outputs))]
+        if len(files) != len(outputs):
+            raise RuntimeError(f"{len(outputs)} predictions for {len(files)} files")
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL)
+        if outputs.ndim == 1:  # regression
+            writer.writerow(["file", "value"])
+            writer.writerows([f, f"{v:.6g}"] for f, v in zip(files, outputs.tolist(), strict=True))
+        else:
+            names = getattr(datamodule, "class_names", None) or [str(k) for k in range(outputs.shape[1])]
+            writer.writerow(["file", "prediction", *names])
+            for f, probs in zip(files, outputs.tolist(), strict=True):
+                writer.writerow([f, names[int(np.argmax(probs))], *(f"{p:.6g}" for p in probs)])
+        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.csv"
+        write_atomically(path, buffer.getvalue().encode())
+        self.written = path
+        print(f"predictions: {len(files)} rows written to {path}", flush=True)
+
+
+class TestReport(Callback):
+    """After ``test``: ``confusion_matrix.png`` (rows: true class, columns: predicted, each row
+    normalised, counts in the cells, class names on the axes) and ``per_class.csv`` (precision,
+    recall, F1 and support per class) in the run's log directory. Classification only. The
+    command adds it to ``test`` and to ``fit`` with ``test_after_fit``.
+    """
+
+    def __init__(self) -> None:
+        self.matrix: MulticlassConfusionMatrix | None = None
+        self.written: list[Path] = []
+
+    def on_test_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        self.matrix = None
+        if pl_module.hparams.get("classification", True):
+            self.matrix = MulticlassConfusionMatrix(pl_module.discriminator.num_classes).to(pl_module.device)
+
+    def on_test_batch_end(
+        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int, dataloader_idx: int = 0
+    ) -> None:
+        if self.matrix is not None and isinstance(outputs, Tensor):
+            self.matrix.update(outputs, batch[1])
+
+    def on_test_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        if self.matrix is None:
+            return
+        counts = self.matrix.compute().cpu().numpy().astype(np.int64)  # synchronised under DDP
+        log_dir = trainer.log_dir
+        if not trainer.is_global_zero or not log_dir:
+            return
+        k = len(counts)
+        names = getattr(getattr(trainer, "datamodule", None), "class_names", None) or [str(c) for c in range(k)]
+        out = Path(log_dir)
+        self.written = [out / "confusion_matrix.png", out / "per_class.csv"]
+        ok, png = cv2.imencode(".png", confusion_picture(counts, names))
+        write_atomically(self.written[0], png.tobytes())
+        write_atomically(self.written[1], per_class_table(counts, names).encode())
+
+
+def per_class_table(counts: np.ndarray, names: Sequence[str]) -> str:
+    """CSV of precision, recall, F1 and support per class from a confusion matrix (rows: true)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["class", "precision", "recall", "f1", "support"])
+    for c, name in enumerate(names):
+        tp, predicted, actual = counts[c, c], counts[:, c].sum(), counts[c].sum()
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / actual if actual else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        writer.writerow([name, f"{precision:.4f}", f"{recall:.4f}", f"{f1:.4f}", int(actual)])
+    return buffer.getvalue()
+
+
+def confusion_picture(counts: np.ndarray, names: Sequence[str], cell: int = 48) -> np.ndarray:
+    """A confusion matrix as a BGR image: blue cells darker as a larger share of the true class's
+    images (row) went to that prediction (column); the count in each cell; names on the axes."""
+    k = len(counts)
+    font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.4
+    label_width = max(cv2.getTextSize(str(n), font, scale, 1)[0][0] for n in names) + 12
+    top, left = label_width + 24, label_width + 24
+    image = np.full((top + k * cell + 8, left + k * cell + 8, 3), 255, dtype=np.uint8)
+    shares = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    for r in range(k):
+        for c in range(k):
+            y, x = top + r * cell, left + c * cell
+            shade = int(255 * (1 - shares[r, c]))
+            cv2.rectangle(image, (x, y), (x + cell - 1, y + cell - 1), (255, shade, shade), -1)
+            colour = (255, 255, 255) if shares[r, c] > 0.5 else (0, 0, 0)
+            text = str(counts[r, c])
+            (w, h), _ = cv2.getTextSize(text, font, scale, 1)
+            cv2.putText(image, text, (x + (cell - w) // 2, y + (cell + h) // 2), font, scale, colour, 1, cv2.LINE_AA)
+    for i, name in enumerate(names):
+        (w, h), _ = cv2.getTextSize(str(name), font, scale, 1)
+        cv2.putText(
+            image, str(name), (left - w - 6, top + i * cell + (cell + h) // 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA
+        )
+        column = np.full((h + 6, w + 4, 3), 255, dtype=np.uint8)
+        cv2.putText(column, str(name), (2, h + 2), font, scale, (0, 0, 0), 1, cv2.LINE_AA)
+        column = np.asarray(cv2.rotate(column, cv2.ROTATE_90_COUNTERCLOCKWISE), dtype=np.uint8)
+        x, y = left + i * cell + (cell - column.shape[1]) // 2, top - column.shape[0] - 6
+        image[y : y + column.shape[0], x : x + column.shape[1]] = np.minimum(
+            image[y : y + column.shape[0], x : x + column.shape[1]], column
+        )
+    cv2.putText(image, "predicted", (left, 14), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    side = np.full((image.shape[0], 20, 3), 255, dtype=np.uint8)
+    true_label = np.full((20, 60, 3), 255, dtype=np.uint8)
+    cv2.putText(true_label, "true", (10, 15), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    side[top : top + 60] = cv2.rotate(true_label, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    return np.concatenate([side, image], axis=1)

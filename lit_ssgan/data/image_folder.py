@@ -1,0 +1,317 @@
+"""Your own images: folders of PNG/JPEG/BMP/TIFF files, labeled by class subfolder or by CSV."""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_warn
+from torch.utils.data import DataLoader
+
+from lit_ssgan.data.datamodule import UNKNOWN_LABEL, SemiSupervisedDataModule
+from lit_ssgan.data.datasets import ImageDataset
+from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+
+
+def list_images(folder: Path) -> list[Path]:
+    """The image files under ``folder`` (any depth), in a stable (sorted) order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
+    """One image as ``(image_size, image_size, channels)`` uint8 (RGB order for colour): decoded
+    with OpenCV, grey/colour converted, an alpha channel dropped, resized (area interpolation when
+    shrinking). 16-bit images are scaled to 8 bits.
+
+    Raises:
+        BadFileError: naming the file, if it cannot be decoded.
+    """
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if image is None or image.size == 0:
+        raise BadFileError(f"{path} could not be read as an image")
+    if image.dtype == np.uint16:
+        image = (image / 257).round().astype(np.uint8)
+    elif image.dtype != np.uint8:
+        low, high = float(image.min()), float(image.max())
+        image = ((image - low) * (255 / max(high - low, 1e-12))).round().astype(np.uint8)
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[2] == 4:
+        image = image[..., :3]  # drop alpha
+    if channels == 1 and image.shape[2] == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[..., None]
+    elif channels == 3 and image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif channels == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    if image.shape[:2] != (image_size, image_size):
+        shrinking = image.shape[0] > image_size or image.shape[1] > image_size
+        image = cv2.resize(
+            image, (image_size, image_size), interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
+        )
+        if image.ndim == 2:
+            image = image[..., None]
+    return np.ascontiguousarray(image)
+
+
+def read_images(
+    paths: Sequence[Path], image_size: int, channels: int, skip_bad: bool = False
+) -> tuple[np.ndarray, list[int], list[Path]]:
+    """Decodes ``paths`` once, in threads (OpenCV releases the GIL), into one uint8 array.
+
+    Returns:
+        ``(N, H, W, C)`` images, the indices into ``paths`` they came from, and the files that
+        could not be read (only with ``skip_bad``; otherwise the first one raises).
+    """
+    images = np.empty((len(paths), image_size, image_size, channels), dtype=np.uint8)
+
+    def decode(i: int) -> Path | None:
+        try:
+            images[i] = read_image(paths[i], image_size, channels)
+        except BadFileError:
+            if not skip_bad:
+                raise
+            return paths[i]
+        return None
+
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        bad = [p for p in pool.map(decode, range(len(paths))) if p is not None]
+    kept = [i for i, p in enumerate(paths) if p not in set(bad)]
+    return images[kept], kept, bad
+
+
+class ImageFolderDataModule(SemiSupervisedDataModule):
+    """Semi-supervised training on your own image folders.
+
+    - ``labeled_dir``: images in class subfolders (``<labeled_dir>/<class name>/*.png``), or
+      anywhere under it with ``labels_csv`` (rows ``filename,label`` after a header line; the file
+      name relative to ``labeled_dir``, with or without its extension, as tefla's ``DataSet``).
+    - ``unlabeled_dir``: images in any subfolders; their labels, if any, are never read.
+    - ``val_dir`` / ``test_dir``: labeled like ``labeled_dir`` (with ``val_labels_csv`` /
+      ``test_labels_csv``); without ``val_dir``, ``val_size`` images are split off the labeled
+      pool with ``data_seed``. ``predict_dir``: new images, predicted in file-name order.
+
+    Images are decoded once, with OpenCV in threads, resized to ``image_size`` and converted to
+    ``channels``, and held in memory as uint8 (64×64 RGB: 12 KB an image).
+
+    Args:
+        labeled_dir: the labeled images.
+        labels_csv: a CSV of ``filename,label`` for ``labeled_dir`` (instead of class subfolders).
+        unlabeled_dir: the unlabeled images.
+        val_dir: validation images (class subfolders, or ``val_labels_csv``).
+        val_labels_csv: a CSV of labels for ``val_dir``.
+        test_dir: test images (class subfolders, or ``test_labels_csv``).
+        test_labels_csv: a CSV of labels for ``test_dir``.
+        predict_dir: images to predict.
+        image_size: side of the square images the networks take.
+        channels: 1 (grey) or 3 (RGB).
+        class_names: the classes, in the order of the network's outputs; default the sorted class
+            folder names or CSV labels, or those a checkpoint recorded (test and predict).
+        numeric_labels: the labels are numbers (regression, ``model.classification: false``): CSV
+            labels are read as floats, folder names as integers; ``num_classes`` is then the number
+            of integer grades 0 … K-1 (for kappa).
+        skip_bad_images: skip images that cannot be decoded (reported once) instead of stopping.
+        num_labeled: use only this many labeled images (balanced across classes); None: all.
+        val_size: images split off the labeled pool for validation when there is no ``val_dir``.
+        **kwargs: see :class:`SemiSupervisedDataModule`.
+    """
+
+    def __init__(
+        self,
+        labeled_dir: str | None = None,
+        labels_csv: str | None = None,
+        unlabeled_dir: str | None = None,
+        val_dir: str | None = None,
+        val_labels_csv: str | None = None,
+        test_dir: str | None = None,
+        test_labels_csv: str | None = None,
+        predict_dir: str | None = None,
+        image_size: int = 32,
+        channels: int = 3,
+        class_names: list[str] | None = None,
+        numeric_labels: bool = False,
+        skip_bad_images: bool = False,
+        num_labeled: int | list[int] | None = None,
+        val_size: int = 0,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(num_labeled=num_labeled or 0, val_size=val_size, **kwargs)
+        if channels not in (1, 3):
+            raise ConfigError(f"channels must be 1 or 3, got {channels}")
+        if image_size < 4:
+            raise ConfigError(f"image_size must be at least 4, got {image_size}")
+        self.image_shape = (channels, image_size, image_size)
+        self.dirs = {
+            name: Path(value) if value else None
+            for name, value in (("labeled_dir", labeled_dir), ("unlabeled_dir", unlabeled_dir), ("val_dir", val_dir))
+            + (("test_dir", test_dir), ("predict_dir", predict_dir))
+        }
+        for name, folder in self.dirs.items():
+            if folder is not None and not folder.is_dir():
+                raise MissingFileError(f"data.{name}: no folder {folder}")
+        self.csvs = {"labeled_dir": labels_csv, "val_dir": val_labels_csv, "test_dir": test_labels_csv}
+        self.class_names = list(class_names) if class_names else self._find_class_names()
+        self.num_classes = len(self.class_names)
+        self.predict_files: list[str] = []  # relative to predict_dir, in prediction order
+        self.predict: ImageDataset | None = None
+
+    # -- labels ------------------------------------------------------------------------------
+    def _find_class_names(self) -> list[str]:
+        folder = self.dirs["labeled_dir"]
+        if folder is None:  # test or predict: the command takes them from the checkpoint
+            return []
+        names = sorted({label for _, label in self._labeled_files("labeled_dir")}, key=self._sort_key)
+        if self.hparams["numeric_labels"]:
+            return [str(g) for g in range(int(max(float(n) for n in names)) + 1)]
+        return names
+
+    def _sort_key(self, name: str) -> Any:
+        try:
+            return (0, float(name), name)
+        except ValueError:
+            return (1, 0.0, name)
+
+    def _labeled_files(self, which: str) -> list[tuple[Path, str]]:
+        """``(file, label)`` of a labeled folder, by class subfolder or by its CSV."""
+        folder = self.dirs[which]
+        assert folder is not None
+        if self.csvs[which]:
+            return self._read_csv(folder, Path(str(self.csvs[which])), which)
+        classes = sorted(p for p in folder.iterdir() if p.is_dir())
+        if not classes:
+            raise ConfigError(f"data.{which}: {folder} has no class subfolders (or give a labels CSV)")
+        files = []
+        for class_dir in classes:
+            images = list_images(class_dir)
+            if not images:
+                raise ConfigError(f"data.{which}: the class folder {class_dir} has no images")
+            files += [(path, class_dir.name) for path in images]
+        return files
+
+    def _read_csv(self, folder: Path, csv_path: Path, which: str) -> list[tuple[Path, str]]:
+        if not csv_path.is_file():
+            raise MissingFileError(f"no labels CSV {csv_path}")
+        images = list_images(folder)
+        by_name = {p.relative_to(folder).as_posix(): p for p in images}
+        by_stem = {p.relative_to(folder).with_suffix("").as_posix(): p for p in images}
+        root, files, seen = folder.resolve(), [], set()
+        with open(csv_path, newline="") as f:
+            rows = list(csv.reader(f))
+        for line, row in enumerate(rows[1:], start=2):  # line 1 is the header
+            if not row or not "".join(row).strip():
+                continue
+            if len(row) < 2:
+                raise ConfigError(f"{csv_path}, row {line}: expected filename,label, got {row}")
+            name, label = row[0].strip(), row[1].strip()
+            if not (folder / name).resolve().is_relative_to(root):
+                raise ConfigError(f"{csv_path}, row {line}: {name!r} is outside {folder}: refused")
+            path = by_name.get(Path(name).as_posix()) or by_stem.get(Path(name).as_posix())
+            if path is None:
+                raise MissingFileError(f"{csv_path}, row {line}: no image {name!r} in {folder}")
+            if path in seen:
+                raise ConfigError(f"{csv_path}, row {line}: {name!r} is listed twice")
+            seen.add(path)
+            files.append((path, label))
+        if not files:
+            raise ConfigError(f"{csv_path} lists no images")
+        return files
+
+    def _label_values(self, labels: list[str], where: str) -> np.ndarray:
+        if self.hparams["numeric_labels"]:
+            try:
+                return np.asarray([float(label) for label in labels], dtype=np.float32)
+            except ValueError as err:
+                raise ConfigError(f"{where}: numeric_labels is set but a label is not a number ({err})") from None
+        index = {name: i for i, name in enumerate(self.class_names)}
+        unknown = sorted(set(labels) - set(index))
+        if unknown:
+            raise ConfigError(f"{where}: unknown labels {unknown[:5]}; the classes are {self.class_names}")
+        return np.asarray([index[label] for label in labels], dtype=np.int64)
+
+    # -- images ------------------------------------------------------------------------------
+    def _read(self, paths: Sequence[Path], what: str) -> tuple[np.ndarray, list[int]]:
+        if not paths:
+            raise ConfigError(f"{what}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        c, size, _ = self.image_shape
+        images, kept, bad = read_images(paths, size, c, self.hparams["skip_bad_images"])
+        if bad:
+            names = ", ".join(str(p) for p in bad[:3])
+            rank_zero_warn(f"{what}: skipped {len(bad)} unreadable images, e.g. {names}")
+        if not kept:
+            raise ConfigError(f"{what}: none of the images could be read")
+        return images, kept
+
+    def _labeled(self, which: str) -> ImageDataset:
+        files = self._labeled_files(which)
+        images, kept = self._read([p for p, _ in files], f"data.{which}")
+        labels = self._label_values([files[i][1] for i in kept], f"data.{which}")
+        transform = self.train_transform if which == "labeled_dir" else self.eval_transform
+        return ImageDataset(images, labels, transform)
+
+    def setup(self, stage: str) -> None:
+        if not self.class_names:
+            raise ConfigError("no classes: give data.labeled_dir, data.class_names, or a checkpoint that records them")
+        if stage in ("fit", "validate") and self.labeled is None:
+            self._setup_fit()
+        if stage == "test" and self.test is None:
+            if self.dirs["test_dir"] is None:
+                raise ConfigError("test needs data.test_dir")
+            self.test = self._labeled("test_dir")
+        if stage == "predict" and self.predict is None:
+            if self.dirs["predict_dir"] is None:
+                raise ConfigError("predict needs data.predict_dir")
+            files = list_images(self.dirs["predict_dir"])
+            images, kept = self._read(files, f"data.predict_dir {self.dirs['predict_dir']}")
+            root = self.dirs["predict_dir"]
+            self.predict_files = [files[i].relative_to(root).as_posix() for i in kept]
+            self.predict = ImageDataset(images, np.full(len(kept), UNKNOWN_LABEL), self.eval_transform)
+        super().setup("other")  # the shuffle seed
+
+    def _setup_fit(self) -> None:
+        hp = self.hparams
+        if self.dirs["labeled_dir"] is None or self.dirs["unlabeled_dir"] is None:
+            raise ConfigError("fit needs data.labeled_dir and data.unlabeled_dir")
+        pool = self._labeled("labeled_dir")
+        order = np.random.default_rng(hp["data_seed"]).permutation(len(pool))
+        if self.dirs["val_dir"] is not None:
+            val_idx, train_idx = order[:0], order
+            self.val = self._labeled("val_dir")
+        else:
+            if hp["val_size"] >= len(pool):
+                raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the labeled images ({len(pool)})")
+            val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
+            self.val = ImageDataset(pool.images[val_idx], pool.labels.numpy()[val_idx], self.eval_transform)
+            self.val = self.val if len(val_idx) else None
+        if hp["num_labeled"]:
+            labels = pool.labels.numpy()
+            per_class = self._labeled_per_class(len(train_idx))
+            train_idx = np.concatenate([train_idx[labels[train_idx] == c][:n] for c, n in enumerate(per_class)])
+        labels = pool.labels.numpy()[np.sort(train_idx)]
+        self.labeled = ImageDataset(pool.images[np.sort(train_idx)], labels, self.train_transform)
+        unlabeled, _ = self._read(
+            list_images(self.dirs["unlabeled_dir"]), f"data.unlabeled_dir {self.dirs['unlabeled_dir']}"
+        )
+        parts = [unlabeled]
+        if hp["unlabeled_includes_labeled"]:
+            parts.append(self.labeled.images)
+        if hp["unlabeled_includes_val"] and self.val is not None:
+            parts.append(self.val.images)
+        images = np.concatenate(parts)
+        if len(images) < hp["batch_size"]:
+            raise ConfigError(f"the unlabeled images ({len(images)}) are fewer than batch_size ({hp['batch_size']})")
+        self.unlabeled = ImageDataset(images, np.full(len(images), UNKNOWN_LABEL), self.train_transform)
+
+    def predict_dataloader(self) -> DataLoader:
+        assert self.predict is not None
+        return self._loader(self.predict, self.hparams["eval_batch_size"])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "class_names": self.class_names}

@@ -1,0 +1,232 @@
+"""Your own images: folders of PNGs (made here from the digits), trained through
+configs/image_folder.yaml, predicted to CSV; and every bad input refused with a clear message."""
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+from sklearn.datasets import load_digits
+
+from lit_ssgan.cli import cli
+from lit_ssgan.data import ImageFolderDataModule
+from lit_ssgan.data.image_folder import read_image
+from tests.helpers import CONFIGS
+
+
+def digits() -> tuple[np.ndarray, np.ndarray]:
+    data = load_digits()
+    return np.round(data.images * 255 / 16).astype(np.uint8), data.target
+
+
+def write(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
+
+
+@pytest.fixture(scope="module")
+def folders(tmp_path_factory) -> Path:
+    """labeled/<digit>/ (10 a class), unlabeled/ (1 000), test/<digit>/ (300), new/ (100 with their
+    true digit kept aside in truth.csv) as 8x8 grey PNGs."""
+    root = tmp_path_factory.mktemp("folders")
+    images, labels = digits()
+    order = np.random.default_rng(0).permutation(len(labels))
+    labeled = np.concatenate([order[labels[order] == c][:10] for c in range(10)])
+    rest = np.setdiff1d(order, labeled)
+    for i in labeled:
+        write(root / "labeled" / str(labels[i]) / f"img{i}.png", images[i])
+    for i in rest[:1000]:
+        write(root / "unlabeled" / f"img{i}.png", images[i])
+    for i in rest[1000:1300]:
+        write(root / "test" / str(labels[i]) / f"img{i}.png", images[i])
+    with open(root / "truth.csv", "w") as f:
+        for i in rest[1300:1400]:
+            write(root / "new" / f"new{i}.png", images[i])
+            f.write(f"new{i}.png,{labels[i]}\n")
+    return root
+
+
+def folder_args(folders: Path, run: Path, *extra: str, subcommand: str = "fit") -> list[str]:
+    """configs/image_folder.yaml with the folders, 16x16 grey, and small MLP networks (quick on a CPU)."""
+    args = [subcommand, "--config", str(CONFIGS / "image_folder.yaml"), "--trainer.default_root_dir", str(run)]
+    args += ["--data.image_size", "16", "--data.channels", "1", "--trainer.enable_progress_bar", "false"]
+    args += ["--model.discriminator", "lit_ssgan.models.MLPDiscriminator"]
+    args += [
+        "--model.discriminator.init_args.hidden",
+        "[256, 128]",
+        "--model.discriminator.init_args.input_noise",
+        "0.2",
+    ]
+    args += ["--model.generator", "lit_ssgan.models.MLPGenerator", "--model.generator.init_args.hidden", "[128]"]
+    args += ["--model.d_optimizer.init_args.lr", "0.003", "--model.g_optimizer.init_args.lr", "0.003"]
+    args += ["--model.d_lr_scheduler.init_args.rates", "{0: 0.003, 10: 0.001}"]
+    args += ["--model.g_lr_scheduler.init_args.rates", "{0: 0.003, 10: 0.001}"]
+    if subcommand == "fit":
+        args += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
+        args += ["--data.val_size", "0", "--data.batch_size", "50", "--data.train_transforms", "null"]
+    return [*args, *extra]
+
+
+def test_train_test_and_predict_a_folder_of_images_to_csv(folders, tmp_path):
+    run = cli(folder_args(folders, tmp_path, "--trainer.max_epochs", "15", "--data.test_dir", str(folders / "test")))
+    assert run.datamodule.class_names == [str(d) for d in range(10)]
+    assert run.trainer.callback_metrics["test/acc"] > 0.8  # 100 labels, 16x16 digits
+    log_dir = Path(run.trainer.log_dir)
+    assert (log_dir / "confusion_matrix.png").is_file()
+    with open(log_dir / "per_class.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [row["class"] for row in table] == [str(d) for d in range(10)]
+    assert sum(int(row["support"]) for row in table) == 300
+    matrix = cv2.imread(str(log_dir / "confusion_matrix.png"))
+    assert matrix.shape[0] > 10 * 48 and matrix.shape[1] > 10 * 48
+
+    # predict a folder of new images from the checkpoint alone: the classes come from it
+    ckpt = str(log_dir / "checkpoints" / "last.ckpt")
+    out = tmp_path / "out" / "predictions.csv"
+    predict = ["--ckpt_path", ckpt, "--data.predict_dir", str(folders / "new"), "--predictions_csv", str(out)]
+    cli(folder_args(folders, tmp_path, *predict, subcommand="predict"))
+    with open(out, newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "prediction", *[str(d) for d in range(10)]]
+    assert [row[0] for row in rows[1:]] == sorted(p.name for p in (folders / "new").iterdir())  # stable order
+    truth = dict(line.split(",") for line in (folders / "truth.csv").read_text().splitlines())
+    correct = sum(row[1] == truth[row[0]] for row in rows[1:])
+    assert correct >= 80
+    for row in rows[1:]:
+        probs = [float(p) for p in row[2:]]
+        assert sum(probs) == pytest.approx(1.0, abs=1e-4) and row[1] == str(int(np.argmax(probs)))
+
+
+def test_labels_from_a_csv_with_or_without_extensions(folders, tmp_path):
+    flat = tmp_path / "flat"
+    rows = ["filename,label"]
+    for i, path in enumerate(sorted((folders / "labeled").rglob("*.png"))):
+        name = f"x{i}.png"
+        write(flat / name, cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+        rows.append(f"{name if i % 2 else Path(name).stem},{path.parent.name}")
+    (tmp_path / "labels.csv").write_text("\n".join(rows) + "\n")
+    dm = ImageFolderDataModule(
+        labeled_dir=str(flat),
+        labels_csv=str(tmp_path / "labels.csv"),
+        unlabeled_dir=str(folders / "unlabeled"),
+        image_size=8,
+        channels=1,
+        batch_size=20,
+    )
+    dm.setup("fit")
+    assert dm.class_names == [str(d) for d in range(10)] and len(dm.labeled) == 100
+    assert np.bincount(dm.labeled.labels.numpy()).tolist() == [10] * 10
+
+
+def test_images_of_other_sizes_and_channels_are_resized_and_converted(tmp_path):
+    grey = write(tmp_path / "grey.png", np.full((20, 30), 200, np.uint8))
+    rgba = write(tmp_path / "rgba.png", np.dstack([np.full((5, 5), v, np.uint8) for v in (10, 20, 30, 255)]))
+    jpeg = write(tmp_path / "colour.jpg", np.dstack([np.full((64, 64), v, np.uint8) for v in (0, 0, 255)]))
+    tiff = write(tmp_path / "sixteen.tif", np.full((8, 8), 65535, np.uint16))
+    assert read_image(grey, 16, 3).shape == (16, 16, 3) and read_image(grey, 16, 3)[0, 0].tolist() == [200] * 3
+    assert read_image(rgba, 8, 3)[0, 0].tolist() == [30, 20, 10]  # RGB order, alpha dropped
+    assert read_image(jpeg, 32, 3)[16, 16, 0] > 240  # red, from OpenCV's BGR
+    assert read_image(jpeg, 32, 1).shape == (32, 32, 1)
+    assert read_image(tiff, 8, 1)[0, 0, 0] == 255
+
+
+def make_dm(folders: Path, **kwargs) -> ImageFolderDataModule:
+    kwargs.setdefault("labeled_dir", str(folders / "labeled"))
+    kwargs.setdefault("unlabeled_dir", str(folders / "unlabeled"))
+    return ImageFolderDataModule(image_size=8, channels=1, batch_size=20, **kwargs)
+
+
+def test_a_corrupt_image_is_named_or_skipped_and_reported(folders, tmp_path):
+    unlabeled = tmp_path / "unlabeled"
+    for path in sorted((folders / "unlabeled").glob("*.png"))[:30]:
+        write(unlabeled / path.name, cv2.imread(str(path), cv2.IMREAD_GRAYSCALE))
+    (unlabeled / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    with pytest.raises(ValueError, match="broken.png could not be read"):
+        make_dm(folders, unlabeled_dir=str(unlabeled)).setup("fit")
+    dm = make_dm(folders, unlabeled_dir=str(unlabeled), skip_bad_images=True)
+    with pytest.warns(UserWarning, match=r"skipped 1 unreadable images, e.g. .*broken.png"):
+        dm.setup("fit")
+    assert len(dm.unlabeled) == 30 + 100  # the readable ones, plus the labeled images
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (lambda root: {"labeled_dir": str(root / "nowhere")}, "data.labeled_dir: no folder"),
+        (lambda root: {"labeled_dir": str(root / "empty_classes")}, "class folder .*7 has no images"),
+        (lambda root: {"labeled_dir": str(root / "flat_only")}, "has no class subfolders"),
+        (lambda root: {"labels_csv": str(root / "missing.csv")}, r"missing.csv, row 3: no image 'ghost.png'"),
+        (lambda root: {"labels_csv": str(root / "twice.csv")}, "row 3: .* is listed twice"),
+        (lambda root: {"labels_csv": str(root / "outside.csv")}, r"row 2: '\.\./secret.png' is outside"),
+    ],
+)
+def test_bad_folders_and_csvs_are_refused_naming_the_place(folders, tmp_path, make, match):
+    (tmp_path / "empty_classes" / "7").mkdir(parents=True)
+    write(tmp_path / "empty_classes" / "3" / "a.png", np.zeros((8, 8), np.uint8))
+    write(tmp_path / "flat_only" / "a.png", np.zeros((8, 8), np.uint8))
+    flat = tmp_path / "flat"
+    for name in ("a.png", "b.png"):
+        write(flat / name, np.zeros((8, 8), np.uint8))
+    write(tmp_path / "secret.png", np.zeros((8, 8), np.uint8))
+    (tmp_path / "missing.csv").write_text("filename,label\na.png,1\nghost.png,2\n")
+    (tmp_path / "twice.csv").write_text("filename,label\na.png,1\na,2\n")
+    (tmp_path / "outside.csv").write_text("filename,label\n../secret.png,1\n")
+    kwargs = make(tmp_path)
+    if "labels_csv" in kwargs:
+        kwargs["labeled_dir"] = str(flat)
+    with pytest.raises((ValueError, FileNotFoundError), match=match):
+        make_dm(folders, **kwargs).setup("fit")
+
+
+def test_an_unknown_test_label_and_an_empty_predict_folder_are_refused(folders, tmp_path):
+    write(tmp_path / "test" / "eleven" / "a.png", np.zeros((8, 8), np.uint8))
+    with pytest.raises(ValueError, match=r"unknown labels \['eleven'\]"):
+        make_dm(folders, test_dir=str(tmp_path / "test")).setup("test")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="predict_dir .*empty: no images"):
+        make_dm(folders, predict_dir=str(tmp_path / "empty")).setup("predict")
+
+
+def test_a_failed_predict_leaves_no_partial_csv(folders, tmp_path, monkeypatch):
+    from lit_ssgan.callbacks import reports
+
+    def fails(path, data):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(reports.Path, "write_bytes", fails)
+    with pytest.raises(OSError, match="disk full"):
+        reports.write_atomically(tmp_path / "predictions.csv", b"file,prediction\n")
+    assert list(tmp_path.iterdir()) == []  # neither the CSV nor the file written aside
+
+
+def test_the_configs_augmentation_applies_to_colour_training_images_and_eval_stays_deterministic(tmp_path):
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        for i in range(12):
+            write(tmp_path / "labeled" / name / f"{i}.png", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+            write(tmp_path / "unlabeled" / f"{name}{i}.png", rng.integers(0, 256, (24, 24, 3), dtype=np.uint8))
+    # the shipped config's data section, its augmentation pipeline included, built as the command builds it
+    built = cli(
+        ["--config", str(CONFIGS / "image_folder.yaml"), "--data.labeled_dir", str(tmp_path / "labeled")]
+        + ["--data.unlabeled_dir", str(tmp_path / "unlabeled"), "--data.image_size", "16", "--data.val_size", "4"]
+        + ["--data.batch_size", "8", "--trainer.default_root_dir", str(tmp_path)],
+        run=False,
+    )
+    data = built.datamodule
+    data.setup("fit")
+    first, second = (data.labeled.__getitems__(list(range(8)))[0] for _ in range(2))
+    assert first.shape == (8, 3, 16, 16) and not torch.equal(first, second)  # random flips, shifts, colour
+    val_first, val_second = (data.val.__getitems__(list(range(4)))[0] for _ in range(2))
+    assert torch.equal(val_first, val_second)  # no augmentation at evaluation
+
+
+def test_a_grid_of_generated_images_from_a_checkpoint(checkpoint, tmp_path):
+    from lit_ssgan.sample_grid import main
+
+    main(["--ckpt_path", str(checkpoint), "--out", str(tmp_path / "grid.png"), "--num_images", "16"])
+    grid = cv2.imread(str(tmp_path / "grid.png"), cv2.IMREAD_UNCHANGED)
+    assert grid.shape == (168, 168)  # 4 x 4 digits of 8 px, 2 px apart: 42 px, enlarged 4x
+    assert grid.std() > 10  # drawn digits, not a blank page
