@@ -93,6 +93,10 @@ def test_the_epoch_line_prints_tefla_s_summary_after_each_validation(tmp_path, c
         assert match[1] == match[2]  # v-loss is the top-1 error
     cli(digits_args(tmp_path, "--trainer.max_epochs", "1", "--epoch_line", "false"))
     assert "t-loss" not in capsys.readouterr().out
+    # no validation: the line still comes, at the end of the epoch, without the validation scores
+    cli(digits_args(tmp_path, "--trainer.max_epochs", "1", "--data.val_size", "0"))
+    (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert re.fullmatch(r"Epoch 1 \[\(80, 0\) images, +\d+\.\ds\]: t-loss: \d+\.\d{3}", line), line
 
 
 class RecordingLogger(Logger):

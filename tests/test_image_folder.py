@@ -230,3 +230,16 @@ def test_a_grid_of_generated_images_from_a_checkpoint(checkpoint, tmp_path):
     grid = cv2.imread(str(tmp_path / "grid.png"), cv2.IMREAD_UNCHANGED)
     assert grid.shape == (168, 168)  # 4 x 4 digits of 8 px, 2 px apart: 42 px, enlarged 4x
     assert grid.std() > 10  # drawn digits, not a blank page
+
+
+def test_numeric_labels_from_a_csv_are_read_as_numbers_for_regression(folders, tmp_path):
+    flat = tmp_path / "graded"
+    grades = [0, 1.5, 2, 4, 3, 0.5]
+    for i, _ in enumerate(grades):
+        write(flat / f"g{i}.png", np.full((8, 8), 40 * i, np.uint8))
+    (tmp_path / "grades.csv").write_text("image,level\n" + "".join(f"g{i},{g}\n" for i, g in enumerate(grades)))
+    dm = make_dm(folders, labeled_dir=str(flat), labels_csv=str(tmp_path / "grades.csv"), numeric_labels=True)
+    dm.setup("fit")
+    assert dm.num_classes == 5 and dm.class_names == ["0", "1", "2", "3", "4"]  # grades 0..4, for kappa
+    assert dm.labeled.labels.dtype == torch.float32
+    assert sorted(dm.labeled.labels.tolist()) == sorted(grades)

@@ -17,7 +17,8 @@ class EpochLine(Callback):
         Epoch 3 [(1300, 200) images, 1.4s]: t-loss: 1.234, v-loss: 0.085, acc: 0.915, error: 0.085
 
     ``t-loss`` is the epoch's mean discriminator loss; ``v-loss`` the validation top-1 error
-    (regression: the RMSE); then each validation score. The image counts are the unlabeled
+    (regression: the RMSE); then each validation score. An epoch without validation gets the line
+    at its end, without them. The image counts are the unlabeled
     training images and the validation images of the epoch, over all processes; the time runs
     from the start of the epoch's training to the end of its validation. The ``lit-ssgan fit``
     command adds it (``--epoch_line false`` leaves it out).
@@ -27,6 +28,7 @@ class EpochLine(Callback):
         self._start = time.monotonic()
         self._train_images = 0
         self._val_images = 0
+        self._reported_epoch = -1
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
         self._start, self._train_images = time.monotonic(), 0
@@ -47,10 +49,19 @@ class EpochLine(Callback):
     def on_validation_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
+        scores = {name: float(value) for name, value in pl_module.val_metrics.compute().items()}
+        self._report(trainer, pl_module, scores)
+
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+        if self._reported_epoch != trainer.current_epoch:  # no validation this epoch: the line without it
+            self._val_images = 0
+            self._report(trainer, pl_module, {})
+
+    def _report(self, trainer: lightning.Trainer, pl_module: Any, scores: dict[str, float]) -> None:
+        self._reported_epoch = trainer.current_epoch
         counts = torch.tensor([self._train_images, self._val_images], dtype=torch.float64, device=pl_module.device)
         n_train, n_val = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
         t_loss = float(pl_module.d_loss_epoch.compute())  # a collective under DDP: every process calls it
-        scores = {name: float(value) for name, value in pl_module.val_metrics.compute().items()}
         v_loss = scores.get("val/error", scores.get("val/rmse"))
         line = (
             f"Epoch {trainer.current_epoch + 1} [({n_train}, {n_val}) images, {time.monotonic() - self._start:6.1f}s]"

@@ -73,18 +73,23 @@ def read_images(
     """
     images = np.empty((len(paths), image_size, image_size, channels), dtype=np.uint8)
 
-    def decode(i: int) -> Path | None:
-        try:
-            images[i] = read_image(paths[i], image_size, channels)
-        except BadFileError:
-            if not skip_bad:
-                raise
-            return paths[i]
-        return None
+    def decode(chunk: range) -> list[Path]:
+        bad = []
+        for i in chunk:
+            try:
+                images[i] = read_image(paths[i], image_size, channels)
+            except BadFileError:
+                if not skip_bad:
+                    raise
+                bad.append(paths[i])
+        return bad
 
+    # chunks of 512, so that small images are not swamped by the pool's per-task overhead
+    chunks = [range(start, min(start + 512, len(paths))) for start in range(0, len(paths), 512)]
     with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
-        bad = [p for p in pool.map(decode, range(len(paths))) if p is not None]
-    kept = [i for i, p in enumerate(paths) if p not in set(bad)]
+        bad = [path for found in pool.map(decode, chunks) for path in found]
+    unreadable = set(bad)
+    kept = [i for i, path in enumerate(paths) if path not in unreadable]
     return images[kept], kept, bad
 
 
