@@ -7,7 +7,9 @@ import os
 from functools import partial
 from pathlib import Path
 
+import cv2
 import lightning as L
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -34,6 +36,12 @@ def digits_args(root: Path, *extra: str, subcommand: str = "fit", networks: list
         args += ["--test_after_fit", "false"]
     args += ["--trainer.default_root_dir", str(root), "--trainer.enable_progress_bar", "false"]
     return [*args, "--trainer.enable_model_summary", "false", *extra]
+
+
+def write_png(path: Path, image: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), image)
+    return path
 
 
 def checkpoint_weights(path: Path) -> dict[str, Tensor]:

@@ -8,45 +8,12 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from sklearn.datasets import load_digits
 
 from lit_ssgan.cli import cli
 from lit_ssgan.data import ImageFolderDataModule
 from lit_ssgan.data.image_folder import read_image
 from tests.helpers import CONFIGS
-
-
-def digits() -> tuple[np.ndarray, np.ndarray]:
-    data = load_digits()
-    return np.round(data.images * 255 / 16).astype(np.uint8), data.target
-
-
-def write(path: Path, image: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    assert cv2.imwrite(str(path), image)
-    return path
-
-
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory) -> Path:
-    """labeled/<digit>/ (10 a class), unlabeled/ (1 000), test/<digit>/ (300), new/ (100 with their
-    true digit kept aside in truth.csv) as 8x8 grey PNGs."""
-    root = tmp_path_factory.mktemp("folders")
-    images, labels = digits()
-    order = np.random.default_rng(0).permutation(len(labels))
-    labeled = np.concatenate([order[labels[order] == c][:10] for c in range(10)])
-    rest = np.setdiff1d(order, labeled)
-    for i in labeled:
-        write(root / "labeled" / str(labels[i]) / f"img{i}.png", images[i])
-    for i in rest[:1000]:
-        write(root / "unlabeled" / f"img{i}.png", images[i])
-    for i in rest[1000:1300]:
-        write(root / "test" / str(labels[i]) / f"img{i}.png", images[i])
-    with open(root / "truth.csv", "w") as f:
-        for i in rest[1300:1400]:
-            write(root / "new" / f"new{i}.png", images[i])
-            f.write(f"new{i}.png,{labels[i]}\n")
-    return root
+from tests.helpers import write_png as write
 
 
 def folder_args(folders: Path, run: Path, *extra: str, subcommand: str = "fit") -> list[str]:
