@@ -82,3 +82,15 @@ def test_fixed_scale_is_a_buffer_not_a_parameter():
     d = MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8))
     trained_scales = [name for name, _ in d.named_parameters() if name.endswith(".g")]
     assert trained_scales == ["classifier.g"]  # OpenAI: only the output layer trains its scale
+
+
+def test_gaussian_noise_in_bf16_is_standard_normal_noise_rounded_to_bf16():
+    from lit_ssgan.models.layers import GaussianNoise
+
+    x = torch.zeros(300, 1000, dtype=torch.bfloat16)
+    torch.manual_seed(0)
+    noisy = GaussianNoise(0.5)(x)
+    torch.manual_seed(0)
+    assert noisy.dtype == torch.bfloat16
+    assert torch.equal(noisy, torch.add(x, torch.randn(300, 1000).to(torch.bfloat16), alpha=0.5))
+    assert abs(noisy.float().std().item() - 0.5) < 0.01
