@@ -16,8 +16,9 @@ class Summaries(SampleGrid):
     :class:`SampleGrid`, histograms of the discriminator's P(real) on the epoch's last unlabeled
     batch and on as many generated images (TensorBoard: ``summaries/p_real_unlabeled``,
     ``summaries/p_real_generated``), and each network's gradient norm before clipping, averaged
-    over the epoch's steps (``summaries/d_grad_norm``, ``summaries/g_grad_norm``, to every logger;
-    under DDP, this process's gradients before they are averaged). With ``trainer.logger: false``
+    over about 20 evenly spaced steps of the epoch (``summaries/d_grad_norm``,
+    ``summaries/g_grad_norm``, to every logger; under DDP, this process's gradients before they are
+    averaged). With ``trainer.logger: false``
     (tefla's ``is_summary``) only the PNG grids are written.
 
     P(real) is measured in eval mode (no input noise) with fixed latent codes, so summaries draw
@@ -32,15 +33,22 @@ class Summaries(SampleGrid):
         super().__init__(num_images, every_n_epochs)
         self._norms: dict[str, list[Tensor]] = {"d": [], "g": []}
         self._unlabeled: Tensor | None = None
+        self._stride, self._measure = 1, False
 
     def _summary_epoch(self, trainer: lightning.Trainer) -> bool:
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
         self._norms = {"d": [], "g": []}
+        # the norms of about 20 steps an epoch make the mean, so that summaries cost no speed
+        batches = trainer.num_training_batches
+        self._stride = max(1, int(batches) // 20) if batches != float("inf") else 1
+
+    def on_train_batch_start(self, trainer: lightning.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+        self._measure = self._summary_epoch(trainer) and batch_idx % self._stride == 0
 
     def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: Any, optimizer: Any) -> None:
-        if not self._summary_epoch(trainer):
+        if not self._measure:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
