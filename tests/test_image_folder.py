@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 
+from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli
 from lit_ssgan.data import ImageFolderDataModule
 from lit_ssgan.data.image_folder import read_image
@@ -158,15 +159,21 @@ def test_an_unknown_test_label_and_an_empty_predict_folder_are_refused(folders, 
 
 
 def test_a_failed_predict_leaves_no_partial_csv(folders, tmp_path, monkeypatch):
-    from lit_ssgan.callbacks import reports
+    run = cli(folder_args(folders, tmp_path, "--trainer.max_steps", "2", "--test_after_fit", "false"))
+    ckpt = str(Path(run.trainer.log_dir, "checkpoints", "last.ckpt"))
+    original = SemiSupervisedGAN.predict_step
 
-    def fails(path, data):
-        raise OSError("disk full")
+    def fails_on_the_second_batch(self, batch, batch_idx):
+        if batch_idx == 1:
+            raise RuntimeError("the disk went away")
+        return original(self, batch, batch_idx)
 
-    monkeypatch.setattr(reports.Path, "write_bytes", fails)
-    with pytest.raises(OSError, match="disk full"):
-        reports.write_atomically(tmp_path / "predictions.csv", b"file,prediction\n")
-    assert list(tmp_path.iterdir()) == []  # neither the CSV nor the file written aside
+    monkeypatch.setattr(SemiSupervisedGAN, "predict_step", fails_on_the_second_batch)
+    out = tmp_path / "out" / "predictions.csv"
+    predict = ["--ckpt_path", ckpt, "--data.predict_dir", str(folders / "new"), "--predictions_csv", str(out)]
+    with pytest.raises(RuntimeError, match="the disk went away"):
+        cli(folder_args(folders, tmp_path, *predict, "--data.eval_batch_size", "30", subcommand="predict"))
+    assert not out.exists() and not list(tmp_path.glob("out/*"))
 
 
 def test_the_configs_augmentation_applies_to_colour_training_images_and_eval_stays_deterministic(tmp_path):
