@@ -146,7 +146,7 @@ def build(args: argparse.Namespace, seed: int, out: Path) -> Any:
     ]
     if args.supervised:
         overrides.append("--model.unlabeled_weight=0")
-    return cli(["--config", str(CONFIG), *overrides, *args.extra], run=False)
+    return cli(["--config", str(args.config), *overrides, *args.extra], run=False)
 
 
 def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
@@ -204,6 +204,7 @@ def mean_std(values: list[float]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
+    parser.add_argument("--config", default=str(CONFIG), help="the lit-ssgan config (default: configs/mnist.yaml)")
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
