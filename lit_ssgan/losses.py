@@ -130,6 +130,19 @@ def d_loss_labeled(predicted: Tensor, labels: Tensor, classification: bool = Tru
     return F.mse_loss(predicted, labels.to(predicted.dtype))
 
 
+def conditional_entropy(class_logits: Tensor) -> Tensor:
+    """Mean entropy of the predicted class distribution, ``-Σ p log p``, over ``(N, K)`` logits: the
+    term Dai et al. 2017 ("Good Semi-supervised Learning that Requires a Bad GAN") add on unlabeled
+    data, so that the classifier commits to a class there.
+
+    Example:
+        >>> round(conditional_entropy(torch.zeros(1, 4)).item(), 4)  # uniform over 4: log 4
+        1.3863
+    """
+    log_p = class_logits.log_softmax(dim=1)
+    return -(log_p.exp() * log_p).sum(dim=1).mean()
+
+
 def d_loss_real(gan_logits_real: Tensor, d_label_smooth: float = 0.0) -> Tensor:
     """Unlabeled real data should look real, with one-sided label smoothing."""
     return sigmoid_kl_with_logits(gan_logits_real, 1.0 - d_label_smooth).mean()

@@ -51,6 +51,8 @@ class SemiSupervisedGAN(LightningModule):
             regression, ``mae``, ``rmse``, ``kappa``).
         unlabeled_weight: weight of ``d_loss_real + d_loss_fake`` in the discriminator loss
             (0 trains the classifier on the labeled data alone).
+        unlabeled_entropy_weight: weight of the conditional entropy of the class prediction on
+            unlabeled data (Dai et al. 2017) in the discriminator loss; 0: off. Classification only.
         d_label_smooth: one-sided label smoothing: unlabeled data's target P(real) is
             ``1 - d_label_smooth``.
         generator_target_prob: with ``generator_loss="sigmoid_kl"``, the P(real) the
@@ -95,6 +97,7 @@ class SemiSupervisedGAN(LightningModule):
         classification: bool = True,
         validation_scores: list[str] | None = None,
         unlabeled_weight: float = 1.0,
+        unlabeled_entropy_weight: float = 0.0,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
         generator_loss: Literal["feature_matching", "sigmoid_kl"] = "feature_matching",
@@ -111,11 +114,17 @@ class SemiSupervisedGAN(LightningModule):
         super().__init__()
         losses._check_probability("d_label_smooth", d_label_smooth)
         losses._check_probability("generator_target_prob", generator_target_prob)
-        if unlabeled_weight < 0:
-            raise ConfigError(f"unlabeled_weight must be 0 or more, got {unlabeled_weight}")
-        for name, value in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
-            if value is not None and value <= 0:
-                raise ConfigError(f"{name} must be positive or None, got {value}")
+        for name, value in (
+            ("unlabeled_weight", unlabeled_weight),
+            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
+        ):
+            if value < 0:
+                raise ConfigError(f"{name} must be 0 or more, got {value}")
+        if unlabeled_entropy_weight and not classification:
+            raise ConfigError("unlabeled_entropy_weight needs classification: there are no classes in regression")
+        for name, optional in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
+            if optional is not None and optional <= 0:
+                raise ConfigError(f"{name} must be positive or None, got {optional}")
         if discriminator.regression == classification:
             raise ConfigError(
                 f"model.classification is {classification} but the discriminator was built with regression: "
@@ -220,13 +229,16 @@ class SemiSupervisedGAN(LightningModule):
             logits = self.discriminator(torch.cat([x_lab, x_unl, x_fake])).logits
             logits_lab, logits_unl, logits_fake = logits.split([n_lab, n_unl, n_unl])
             predicted, _ = self.heads(logits_lab)
-            gan_unl, gan_fake = self.heads(logits_unl)[1], self.heads(logits_fake)[1]
+            (class_unl, gan_unl), gan_fake = self.heads(logits_unl), self.heads(logits_fake)[1]
             d_loss_labeled = losses.d_loss_labeled(predicted, y_lab, hp["classification"])
             d_loss_real = losses.d_loss_real(gan_unl, hp["d_label_smooth"])
             d_loss_fake = losses.d_loss_fake(gan_fake)
             d_loss = d_loss_labeled + hp["unlabeled_weight"] * (d_loss_real + d_loss_fake)
             labeled_term = "d_loss_class" if hp["classification"] else "d_loss_mse"
             terms = {labeled_term: d_loss_labeled, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake}
+            if hp["unlabeled_entropy_weight"]:
+                terms["d_entropy"] = losses.conditional_entropy(class_unl)
+                d_loss = d_loss + hp["unlabeled_entropy_weight"] * terms["d_entropy"]
             if not self.guard.finite(d_loss, terms, where, self.trainer.strategy):
                 return
             self._backward(d_loss)
@@ -259,9 +271,7 @@ class SemiSupervisedGAN(LightningModule):
                 labeled = {"train/mae": (predicted - y_lab).abs().mean()}
             self.log_dict(
                 {
-                    f"train/{labeled_term}": d_loss_labeled,
-                    "train/d_loss_real": d_loss_real,
-                    "train/d_loss_fake": d_loss_fake,
+                    **{f"train/{name}": value for name, value in terms.items()},
                     "train/g_loss": g_loss,
                     **labeled,
                     "train/d_real": torch.sigmoid(gan_unl).mean(),

@@ -1,11 +1,14 @@
 """The LightningModule through the Python Trainer API: the D and G steps, clipping, schedulers,
 step counting, evaluation, and refusals."""
 
+import csv
 from functools import partial
+from pathlib import Path
 
 import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.loggers import CSVLogger
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN, losses
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
@@ -221,3 +224,20 @@ def test_a_checkpoint_can_monitor_any_validation_score(tmp_path):
         model, DigitsDataModule(batches_per_epoch=3)
     )
     assert monitor.best_model_score is not None and "kappa" in monitor.best_model_path
+
+
+def test_the_conditional_entropy_term_joins_the_discriminator_loss(tmp_path):
+    logger = CSVLogger(tmp_path)
+    runs = {}
+    for weight in (0.0, 1.0):
+        torch.manual_seed(0)
+        model = make_model(unlabeled_entropy_weight=weight)
+        make_trainer(tmp_path, max_steps=2, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
+        runs[weight] = model.discriminator.classifier.v.detach().clone()
+    assert not torch.equal(runs[0.0], runs[1.0])  # the same seed, another loss
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        assert any(row.get("train/d_entropy") for row in csv.DictReader(f))
+    with pytest.raises(ValueError, match="unlabeled_entropy_weight needs classification"):
+        regression_model(unlabeled_entropy_weight=0.1)
+    with pytest.raises(ValueError, match="unlabeled_entropy_weight must be 0 or more"):
+        make_model(unlabeled_entropy_weight=-1.0)
