@@ -7,7 +7,7 @@ import os
 import pickle
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.utilities.types import _PATH
@@ -33,6 +33,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_matching_weights",
     "non_plain_hparams",
+    "write_atomically",
 ]
 
 
@@ -76,18 +77,7 @@ class SafeCheckpointIO(TorchCheckpointIO):
     def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        aside = path.with_name(f".{path.name}.{os.getpid()}.part")
-        try:
-            with open(aside, "wb") as f:
-                torch.save(checkpoint, f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(aside, path)  # atomic on POSIX and Windows
-        finally:
-            aside.unlink(missing_ok=True)
-        _fsync_directory(path.parent)  # make the rename itself durable
+        write_atomically(Path(path), lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self,
@@ -101,6 +91,22 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CorruptCheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
         return checkpoint
+
+
+def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+    """Calls ``write`` on a file beside ``path``, flushes it to disk and renames it into place, so
+    a kill at any moment leaves the previous file or the new one, never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    aside = path.with_name(f".{path.name}.{os.getpid()}.part")
+    try:
+        with open(aside, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(aside, path)  # atomic on POSIX and Windows
+    finally:
+        aside.unlink(missing_ok=True)
+    _fsync_directory(path.parent)  # make the rename itself durable
 
 
 def _fsync_directory(directory: Path) -> None:

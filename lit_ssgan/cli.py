@@ -54,8 +54,11 @@ class SemiSupervisedCLI(LightningCLI):
         # check it first, so that a missing, corrupt or unsafe file gets an error naming it.
         subcommand = self.config.get("subcommand")
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
+        # what the checkpoint records of its data (class names, for test and predict); read once
+        self._ckpt_data = None
         if ckpt_path and ckpt_path != "last":
-            load_checkpoint_file(ckpt_path)
+            loaded = load_checkpoint_file(ckpt_path)
+            self._ckpt_data = loaded.get("data") if isinstance(loaded, dict) else None
         # LightningCLI then lays the checkpoint's model hyperparameters over the command line's;
         # resume_lr is a choice for this resume, not part of the model: keep the user's.
         self._resume_lr = self.config[subcommand].get("model", {}).get("resume_lr") if subcommand else None
@@ -68,11 +71,9 @@ class SemiSupervisedCLI(LightningCLI):
             config["model"]["resume_lr"] = self._resume_lr
         # test and predict from a checkpoint need no labeled folder to name the classes
         data_args = config.get("data", {}).get("init_args", {})
-        ckpt_path = config.get("ckpt_path")
-        if "class_names" in data_args and not data_args["class_names"] and ckpt_path and ckpt_path != "last":
-            recorded = load_checkpoint_file(ckpt_path).get("data", {})
-            if isinstance(recorded, dict) and recorded.get("class_names"):
-                data_args["class_names"] = list(recorded["class_names"])
+        recorded = self._ckpt_data if isinstance(self._ckpt_data, dict) else {}
+        if "class_names" in data_args and not data_args["class_names"] and recorded.get("class_names"):
+            data_args["class_names"] = list(recorded["class_names"])
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]

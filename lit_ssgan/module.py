@@ -172,8 +172,9 @@ class SemiSupervisedGAN(LightningModule):
 
     def setup(self, stage: str) -> None:
         """Refuses, before any step, data the networks were not built for."""
+        built_for, datamodule = self._data(), getattr(self.trainer, "datamodule", None)
         for name in ("image_shape", "num_classes"):
-            ours, theirs = self._data()[name], getattr(getattr(self.trainer, "datamodule", None), name, None)
+            ours, theirs = built_for[name], getattr(datamodule, name, None)
             if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
                 raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
 

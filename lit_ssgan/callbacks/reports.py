@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,18 +17,8 @@ from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from lit_ssgan.checkpoint import write_atomically
 from lit_ssgan.errors import ConfigError
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """Writes ``data`` beside ``path`` and renames it into place: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        aside.write_bytes(data)
-        os.replace(aside, path)
-    finally:
-        aside.unlink(missing_ok=True)
 
 
 class PredictionsCSV(BasePredictionWriter):
@@ -73,7 +62,8 @@ class PredictionsCSV(BasePredictionWriter):
             for f, probs in zip(files, outputs.tolist(), strict=True):
                 writer.writerow([f, names[int(np.argmax(probs))], *(f"{p:.6g}" for p in probs)])
         path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.csv"
-        write_atomically(path, buffer.getvalue().encode())
+        data = buffer.getvalue().encode()
+        write_atomically(path, lambda f: f.write(data))
         self.written = path
         print(f"predictions: {len(files)} rows written to {path}", flush=True)
 
@@ -111,9 +101,10 @@ class TestReport(Callback):
         names = getattr(getattr(trainer, "datamodule", None), "class_names", None) or [str(c) for c in range(k)]
         out = Path(log_dir)
         self.written = [out / "confusion_matrix.png", out / "per_class.csv"]
-        ok, png = cv2.imencode(".png", confusion_picture(counts, names))
-        write_atomically(self.written[0], png.tobytes())
-        write_atomically(self.written[1], per_class_table(counts, names).encode())
+        _, png = cv2.imencode(".png", confusion_picture(counts, names))
+        table = per_class_table(counts, names).encode()
+        write_atomically(self.written[0], lambda f: f.write(png.tobytes()))
+        write_atomically(self.written[1], lambda f: f.write(table))
 
 
 def per_class_table(counts: np.ndarray, names: Sequence[str]) -> str:
