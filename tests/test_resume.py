@@ -43,6 +43,9 @@ BALANCED_REGRESSION = [
     "--data.balance_ratio=0.9",
 ]
 
+# mnist_fast.yaml's speed settings: noise windows from a pool, offsets drawn from the global RNG
+POOLED_NOISE_BF16 = ["--model.discriminator.init_args.pooled_noise=true", "--trainer.precision=bf16-mixed"]
+
 
 @pytest.mark.parametrize(
     "name, batches_done, extra",
@@ -50,6 +53,7 @@ BALANCED_REGRESSION = [
         ("epoch=1-step=6.ckpt", 2, []),
         ("epoch=1-step=8.ckpt", 4, []),
         ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
+        ("epoch=1-step=6.ckpt", 2, POOLED_NOISE_BF16),
     ],
 )
 def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done, extra):
