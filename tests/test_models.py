@@ -94,3 +94,43 @@ def test_gaussian_noise_in_bf16_is_standard_normal_noise_rounded_to_bf16():
     assert noisy.dtype == torch.bfloat16
     assert torch.equal(noisy, torch.add(x, torch.randn(300, 1000).to(torch.bfloat16), alpha=0.5))
     assert abs(noisy.float().std().item() - 0.5) < 0.01
+
+
+def test_pooled_noise_is_a_window_of_standard_normals_drawn_from_the_global_rng():
+    from lit_ssgan.models.layers import GaussianNoise, noise_pool
+
+    layer = GaussianNoise(0.5, pooled=True)
+    x = torch.zeros(300, 1000)
+    torch.manual_seed(0)
+    first, second = layer(x), layer(x)
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), first)  # reproducible from the seed, as fresh noise is
+    assert not torch.equal(first, second)
+    pool = noise_pool(x.device, x.dtype)
+    start = int(torch.nonzero(pool == first.flatten()[0] / 0.5)[0])
+    torch.testing.assert_close(first.flatten(), 0.5 * pool[start : start + x.numel()])
+    assert abs(first.std().item() - 0.5) < 0.01 and abs(first.mean().item()) < 0.01
+    half = layer(x.bfloat16())
+    assert half.dtype == torch.bfloat16 and abs(half.float().std().item() - 0.5) < 0.01
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+def test_weight_norm_gradients_match_autograd_through_the_norm():
+    layer = WNLinear(6, 4).double()  # the two terms of v's gradient nearly cancel: compare in float64
+    x = torch.randn(5, 6, dtype=torch.float64)
+    layer(x).square().sum().backward()
+    v, g = layer.v.detach().clone().requires_grad_(), layer.g.detach().clone().requires_grad_()
+    weight = g[:, None] * v / v.norm(dim=1, keepdim=True)
+    (x @ weight.T + layer.bias.detach()).square().sum().backward()
+    torch.testing.assert_close(layer.v.grad, v.grad)
+    torch.testing.assert_close(layer.g.grad, g.grad)
+
+
+def test_generator_softplus_output_is_non_negative_and_unbounded_above():
+    g = MLPGenerator((1, 8, 8), latent_dim=4, hidden=(8,), output="softplus")
+    with torch.no_grad():
+        g.net[-2].bias.fill_(5.0)  # the output layer: softplus(5 + ...) lies far above 1
+    x = g(g.sample_latent(16))
+    assert x.min() >= 0 and x.max() > 1
+    assert MLPGenerator((1, 8, 8), latent_dim=4, hidden=(8,))(g.sample_latent(16)).max() < 1  # the sigmoid

@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from itertools import pairwise
+from typing import Literal
 
 from torch import Tensor, nn
 
+from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
 from lit_ssgan.models.layers import GaussianNoise, WNLinear
 
@@ -25,6 +27,8 @@ class MLPDiscriminator(Discriminator):
         hidden: widths of the hidden layers (the paper's 1000-500-250-250-250).
         input_noise: std of the noise added to the input (0.3).
         hidden_noise: std of the noise added after each hidden layer (0.5).
+        pooled_noise: take the noise from a pool drawn once (:class:`GaussianNoise`): faster
+            on CPU, where drawing normals is single-threaded.
         explicit_fake: add an explicit fake-class output.
         regression: a regression value and a real/fake logit instead of class logits.
     """
@@ -36,16 +40,17 @@ class MLPDiscriminator(Discriminator):
         hidden: Sequence[int] = (1000, 500, 250, 250, 250),
         input_noise: float = 0.3,
         hidden_noise: float = 0.5,
+        pooled_noise: bool = False,
         explicit_fake: bool = False,
         regression: bool = False,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
         widths = [math.prod(image_shape), *hidden]
-        self.input_noise = GaussianNoise(input_noise)
+        self.input_noise = GaussianNoise(input_noise, pooled_noise)
         self.hidden = nn.ModuleList(
             nn.Sequential(WNLinear(w_in, w_out, train_scale=False), nn.ReLU()) for w_in, w_out in pairwise(widths)
         )
-        self.hidden_noise = GaussianNoise(hidden_noise)
+        self.hidden_noise = GaussianNoise(hidden_noise, pooled_noise)
         self.classifier = WNLinear(widths[-1], self.num_outputs)
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
@@ -64,6 +69,9 @@ class MLPGenerator(Generator):
         image_shape: ``(C, H, W)`` of the generated images.
         latent_dim: size of z (100).
         hidden: widths of the hidden layers (500, 500).
+        output: the last nonlinearity: ``"sigmoid"`` (the paper: images in (0, 1)) or
+            ``"softplus"`` (ImprovedGAN-pytorch: non-negative, unbounded above; on MNIST-100 the
+            classifier learns faster in the first epochs with it).
     """
 
     def __init__(
@@ -71,6 +79,7 @@ class MLPGenerator(Generator):
         image_shape: tuple[int, int, int] = (1, 28, 28),
         latent_dim: int = 100,
         hidden: Sequence[int] = (500, 500),
+        output: Literal["sigmoid", "softplus"] = "sigmoid",
     ) -> None:
         super().__init__(image_shape, latent_dim)
         widths = [latent_dim, *hidden]
@@ -79,7 +88,10 @@ class MLPGenerator(Generator):
             nn.Sequential(nn.Linear(w_in, w_out, bias=False), nn.BatchNorm1d(w_out), nn.Softplus())
             for w_in, w_out in pairwise(widths)
         ]
-        self.net = nn.Sequential(*blocks, WNLinear(widths[-1], math.prod(image_shape)), nn.Sigmoid())
+        if output not in ("sigmoid", "softplus"):
+            raise ConfigError(f'MLPGenerator: output must be "sigmoid" or "softplus", got {output!r}')
+        last = nn.Sigmoid() if output == "sigmoid" else nn.Softplus()
+        self.net = nn.Sequential(*blocks, WNLinear(widths[-1], math.prod(image_shape)), last)
 
     def forward(self, z: Tensor) -> Tensor:
         return self.net(z).view(-1, *self.image_shape)
