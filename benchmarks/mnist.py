@@ -17,6 +17,7 @@ Results go to ``--out`` (one JSON per run); ``benchmarks/plot.py`` draws the err
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import statistics
 import time
@@ -38,39 +39,76 @@ CONFIG = ROOT / "configs" / "mnist.yaml"
 
 
 class EpochRecorder(Callback):
-    """Per epoch: seconds from the first batch's start to the last batch's end, and the test
-    error of the raw weights and of the EMA average (evaluated on the side, in eval mode)."""
+    """Per epoch: seconds from the first batch's start to the last batch's end, the test error
+    of the raw weights and of the EMA average (evaluated on the side, in eval mode), and the
+    validation error the run logged (``val/error``: of the EMA weights when EMA is on), the
+    figure to choose settings by."""
 
-    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor) -> None:
+    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor, ema_decays: list[float]) -> None:
         self.test_images, self.test_labels = test_images, test_labels
         self.epochs: list[dict[str, float]] = []
+        # more averages of the same run, to choose the EMA horizon on the validation set
+        self.ema_decays, self.averages = ema_decays, [ema_with_warmup(d) for d in ema_decays]
+        self.averaged: list[torch.nn.Module] = []
+
+    def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
+        if self.ema_decays:
+            self.val_images, self.val_labels = trainer.datamodule.val.__getitems__(range(len(trainer.datamodule.val)))
+            # the discriminator is the classifier (MNIST: no explicit fake class, so its logits)
+            self.averaged = [copy.deepcopy(pl_module.discriminator) for _ in self.ema_decays]
+            self.num_averaged = torch.tensor(0)
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if batch_idx == 0:
             self.start = time.perf_counter()
 
-    def on_train_batch_end(self, trainer: Trainer, *args: Any) -> None:
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
         self.end = time.perf_counter()
+        if self.averaged:
+            net = pl_module.discriminator
+            current = [*net.parameters(), *net.buffers()]
+            for average, model in zip(self.averages, self.averaged, strict=True):
+                average([*model.parameters(), *model.buffers()], current, self.num_averaged)
+            self.num_averaged += 1
 
     def on_train_epoch_end(self, trainer: Trainer, pl_module: LightningModule) -> None:
         record = {"epoch": trainer.current_epoch + 1, "seconds": self.end - self.start}
+        if "val/error" in trainer.callback_metrics:
+            record["val_error"] = float(trainer.callback_metrics["val/error"])
         record["test_error"] = self.error(pl_module)
         ema = find_ema(trainer)
         if ema is not None and ema._average_model is not None:
             record["test_error_ema"] = self.error(ema._average_model.module)
+        for decay, model in zip(self.ema_decays, self.averaged, strict=True):
+            classifier = Logits(model)
+            record[f"val_error_ema_{decay}"] = self.error(classifier, self.val_images, self.val_labels)
+            record[f"test_error_ema_{decay}"] = self.error(classifier)
         self.epochs.append(record)
         print(json.dumps(record), flush=True)
 
     @torch.no_grad()
-    def error(self, model: torch.nn.Module) -> float:
+    def error(self, model: torch.nn.Module, images: torch.Tensor | None = None, labels: Any = None) -> float:
+        """The error on ``images`` (default: the test set)."""
+        if images is None:
+            images, labels = self.test_images, self.test_labels
         was_training = model.training
         model.eval()
         wrong = sum(
-            (model(x).argmax(1) != y).sum().item()
-            for x, y in zip(self.test_images.split(1000), self.test_labels.split(1000), strict=True)
+            (model(x).argmax(1) != y).sum().item() for x, y in zip(images.split(1000), labels.split(1000), strict=True)
         )
         model.train(was_training)
-        return wrong / len(self.test_labels)
+        return wrong / len(labels)
+
+
+class Logits(torch.nn.Module):
+    """A discriminator's class logits."""
+
+    def __init__(self, discriminator: torch.nn.Module) -> None:
+        super().__init__()
+        self.discriminator = discriminator
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.discriminator(x).logits
 
 
 def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
@@ -164,7 +202,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     made = build(args, seed, out)
     dm = made.datamodule
     dm.setup("test")
-    recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))))
+    recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))), args.ema_decays)
     made.trainer.callbacks.append(recorder)
     made.trainer.fit(made.model, datamodule=dm)
     (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
@@ -181,6 +219,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "batches_per_epoch": batches,
         "epoch_seconds": epoch_seconds,
         "unlabeled_images_per_second": batches * dm.hparams.batch_size / epoch_seconds,
+        "val_error": recorder.epochs[-1].get("val_error"),
         "test_error": recorder.epochs[-1]["test_error"],
         "test_error_ema": recorder.epochs[-1].get("test_error_ema"),
         "test_error_final_checkpoint": final["test/error"],
@@ -210,6 +249,9 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
     parser.add_argument("--supervised", action="store_true", help="unlabeled_weight 0: the labeled data alone")
     parser.add_argument("--plain-batches", type=int, default=300, help="batches of the plain loop (0: skip it)")
+    parser.add_argument(
+        "--ema-decays", type=float, nargs="*", default=[], help="more EMA decays to evaluate (val and test) each epoch"
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("extra", nargs="*", help="more lit-ssgan options, e.g. --trainer.max_steps=50 (after --)")
@@ -226,6 +268,7 @@ def main() -> None:
         ("unlabeled_images_per_second", "unlabeled images / s"),
         ("plain_epoch_seconds", "plain loop seconds / epoch"),
         ("overhead_ratio", "package / plain loop"),
+        ("val_error", "validation error (logged)"),
         ("test_error", "test error (raw weights)"),
         ("test_error_ema", "test error (EMA weights)"),
     ]:

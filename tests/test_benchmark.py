@@ -21,4 +21,22 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     assert [e["epoch"] for e in result["curve"]] == [1, 2]
     assert result["batches_per_epoch"] == 40 and result["epoch_seconds"] > 0
     assert 0 <= result["test_error_ema"] < 0.9  # 80 batches already beat chance
+    assert all(0 <= e["val_error"] < 0.95 for e in result["curve"])  # what settings are chosen by
     assert result["overhead_ratio"] > 0
+
+
+@pytest.mark.slow
+def test_speed_benchmark_reports_the_ratios_the_targets_are_set_on(mnist_dir):
+    command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--data-dir", str(mnist_dir)]
+    command += ["--batches", "30", "--repeats", "1"]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
+    assert out.startswith("CPU: ")
+    lines = out.split("ratios:")[1].strip().splitlines()
+    ratios = {line.split(":")[0].strip(): float(line.split(":")[1]) for line in lines}
+    assert set(ratios) == {
+        "package fp32 / naive loop",
+        "package bf16 / package fp32",
+        "package / plain twin, fp32",
+        "package / plain twin, bf16",
+    }
+    assert all(r > 0 for r in ratios.values())
