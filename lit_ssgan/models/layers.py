@@ -38,10 +38,10 @@ class GaussianNoise(nn.Module):
         pooled: take the noise as a window, at an offset drawn from the global RNG, of a pool of
             :data:`NOISE_POOL_SIZE` normals drawn once (:func:`noise_pool`) instead of drawing
             it anew. On CPU, torch's generator is single-threaded and drawing costs about a
-            sixth of an MNIST batch (fp32 or bf16); a window costs nothing. Each value is still a standard normal and
-            the values within a window are independent, but windows of different calls overlap,
-            so the noise of different steps is not independent: a regulariser's noise, not a
-            sampler's. Tensors larger than the pool get fresh noise.
+            sixth of an MNIST batch (fp32 or bf16); a window costs nothing. Each value is still
+            a standard normal and the values within a window are independent, but windows of
+            different calls overlap, so the noise of different steps is not independent: a
+            regulariser's noise, not a sampler's. Tensors larger than the pool get fresh noise.
     """
 
     def __init__(self, sigma: float, pooled: bool = False) -> None:
@@ -66,6 +66,9 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}" + (", pooled=True" if self.pooled else "")
 
 
+_MIN_NORM = 1e-12  # norms are clamped to it, so that a zero direction gives a zero output
+
+
 class _InverseNorm(torch.autograd.Function):
     """``1 / ||v||`` over ``dims`` (one value per output unit) with a one-pass backward,
     ``-v * grad / ||v||^3``: autograd's own, through the norm and its reciprocal, makes three
@@ -85,9 +88,6 @@ class _InverseNorm(torch.autograd.Function):
         coefficient = (grad * inverse.pow(3)).neg_().masked_fill_(inverse >= 1 / _MIN_NORM, 0)
         shape = [1 if d in ctx.dims else -1 for d in range(v.ndim)]
         return v * coefficient.view(shape).to(v.dtype), None
-
-
-_MIN_NORM = 1e-12
 
 
 class _WeightNorm(nn.Module):
