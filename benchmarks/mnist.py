@@ -88,8 +88,8 @@ class EpochRecorder(Callback):
 
     @torch.no_grad()
     def error(self, model: torch.nn.Module, images: torch.Tensor | None = None, labels: Any = None) -> float:
-        """The error on ``images`` (default: the test set)."""
-        if images is None:
+        """The error on ``images`` and ``labels`` (default: the test set)."""
+        if images is None or labels is None:
             images, labels = self.test_images, self.test_labels
         was_training = model.training
         model.eval()

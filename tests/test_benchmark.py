@@ -14,7 +14,7 @@ from tests.helpers import ROOT
 def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     command = [sys.executable, str(ROOT / "benchmarks" / "mnist.py"), "--data-dir", str(mnist_dir)]
     command += ["--epochs", "2", "--seeds", "1", "--precision", precision, "--plain-batches", "20"]
-    command += ["--out", str(tmp_path), "--", "--data.batches_per_epoch=40"]
+    command += ["--ema-decays", "0.9999", "--out", str(tmp_path), "--", "--data.batches_per_epoch=40"]
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     assert "package / plain loop" in out and "test error (EMA weights)" in out
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]
@@ -22,6 +22,9 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     assert result["batches_per_epoch"] == 40 and result["epoch_seconds"] > 0
     assert 0 <= result["test_error_ema"] < 0.9  # 80 batches already beat chance
     assert all(0 <= e["val_error"] < 0.95 for e in result["curve"])  # what settings are chosen by
+    # an extra average with the config's own decay is the EMA callback's average, evaluated again
+    assert all(e["test_error_ema_0.9999"] == e["test_error_ema"] for e in result["curve"])
+    assert all(0 <= e["val_error_ema_0.9999"] < 0.95 for e in result["curve"])
     assert result["overhead_ratio"] > 0
 
 
