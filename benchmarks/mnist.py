@@ -44,9 +44,13 @@ class EpochRecorder(Callback):
     validation error the run logged (``val/error``: of the EMA weights when EMA is on), the
     figure to choose settings by."""
 
-    def __init__(self, test_images: torch.Tensor, test_labels: torch.Tensor, ema_decays: list[float]) -> None:
+    def __init__(
+        self, test_images: torch.Tensor, test_labels: torch.Tensor, ema_decays: list[float], curve: Path
+    ) -> None:
         self.test_images, self.test_labels = test_images, test_labels
-        self.epochs: list[dict[str, float]] = []
+        # the records so far, rewritten after each epoch: a resumed run (--resume) goes on from them
+        self.curve = curve
+        self.epochs: list[dict[str, float]] = json.loads(curve.read_text()) if curve.exists() else []
         # more averages of the same run, to choose the EMA horizon on the validation set
         self.ema_decays, self.averages = ema_decays, [ema_with_warmup(d) for d in ema_decays]
         self.averaged: list[torch.nn.Module] = []
@@ -84,6 +88,7 @@ class EpochRecorder(Callback):
             record[f"val_error_ema_{decay}"] = self.error(classifier, self.val_images, self.val_labels)
             record[f"test_error_ema_{decay}"] = self.error(classifier)
         self.epochs.append(record)
+        self.curve.write_text(json.dumps(self.epochs, indent=1))
         print(json.dumps(record), flush=True)
 
     @torch.no_grad()
@@ -190,8 +195,14 @@ def build(args: argparse.Namespace, seed: int, out: Path) -> Any:
 def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
+    name = f"{'supervised' if args.supervised else 'ssgan'}-{args.precision}-e{args.epochs}-s{seed}"
+    checkpoints, curve = out / "runs" / name / "checkpoints", out / f"{name}.curve.json"
+    last = checkpoints / "last.ckpt"
+    resume = args.resume and last.exists()
+    if not resume:
+        curve.unlink(missing_ok=True)
     plain_seconds = None
-    if args.plain_batches:
+    if args.plain_batches and not resume:
         reference = build(args, seed, out)  # a fresh model and data, untouched by the Lightning run
         reference.datamodule.setup("fit")
         ema = find_ema(reference.trainer)
@@ -202,9 +213,11 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     made = build(args, seed, out)
     dm = made.datamodule
     dm.setup("test")
-    recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))), args.ema_decays)
+    recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))), args.ema_decays, curve)
     made.trainer.callbacks.append(recorder)
-    made.trainer.fit(made.model, datamodule=dm)
+    if made.trainer.checkpoint_callback is not None:  # a known place, for --resume
+        made.trainer.checkpoint_callback.dirpath = str(checkpoints.resolve())
+    made.trainer.fit(made.model, datamodule=dm, ckpt_path=last if resume else None)
     (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
 
     batches = dm.hparams.batches_per_epoch or len(dm.unlabeled) // dm.hparams.batch_size
@@ -229,8 +242,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     if plain_seconds is not None:
         plain_epoch = plain_seconds / args.plain_batches * batches
         result |= {"plain_epoch_seconds": plain_epoch, "overhead_ratio": epoch_seconds / plain_epoch}
-    name = f"{'supervised' if args.supervised else 'ssgan'}-{args.precision}-e{args.epochs}-s{seed}.json"
-    (out / name).write_text(json.dumps(result, indent=1))
+    (out / f"{name}.json").write_text(json.dumps(result, indent=1))
     return result
 
 
@@ -252,12 +264,19 @@ def main() -> None:
     parser.add_argument(
         "--ema-decays", type=float, nargs="*", default=[], help="more EMA decays to evaluate (val and test) each epoch"
     )
+    parser.add_argument(
+        "--resume",
+        action="store_true",
+        help="go on from the last checkpoint and the per-epoch records of an interrupted run with the same settings",
+    )
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("extra", nargs="*", help="more lit-ssgan options, e.g. --trainer.max_steps=50 (after --)")
     args = parser.parse_args()
     warnings.filterwarnings("ignore", ".*args parameter is intended to run from within Python.*")
     warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*")
+    if args.resume and args.ema_decays:
+        parser.error("--resume cannot go on with --ema-decays: the extra averages are not in the checkpoints")
     Path(args.out).mkdir(parents=True, exist_ok=True)
 
     results = [run(args, seed) for seed in args.seeds]

@@ -29,6 +29,26 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
 
 
 @pytest.mark.slow
+def test_an_interrupted_benchmark_run_goes_on_with_resume_to_the_same_curve(tmp_path, mnist_dir):
+    command = [sys.executable, str(ROOT / "benchmarks" / "mnist.py"), "--data-dir", str(mnist_dir)]
+    command += ["--epochs", "2", "--seeds", "1", "--plain-batches", "0"]
+    small = ["--data.batches_per_epoch=10", "--trainer.limit_val_batches=2"]
+
+    def run(out, *more):
+        subprocess.run(command + ["--out", str(out), *more], cwd=ROOT, capture_output=True, timeout=600, check=True)
+        return json.loads((out / "ssgan-32-true-e2-s1.json").read_text())["curve"]
+
+    whole = run(tmp_path / "whole", "--", *small)
+    # stopped after its first epoch, as if killed there: a checkpoint and one record remain
+    assert len(run(tmp_path / "cut", "--", *small, "--trainer.max_epochs=1")) == 1
+    resumed = run(tmp_path / "cut", "--resume", "--", *small)
+    for record in whole + resumed:
+        del record["seconds"]
+    assert [e["epoch"] for e in resumed] == [1, 2]
+    assert resumed == whole  # exact resume: the same errors, epoch by epoch
+
+
+@pytest.mark.slow
 def test_speed_benchmark_reports_the_ratios_the_targets_are_set_on(mnist_dir):
     command = [sys.executable, str(ROOT / "benchmarks" / "speed.py"), "--data-dir", str(mnist_dir)]
     command += ["--batches", "30", "--repeats", "1"]
