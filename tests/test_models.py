@@ -135,3 +135,38 @@ def test_generator_softplus_output_is_non_negative_and_unbounded_above():
     x = g(g.sample_latent(16))
     assert x.min() >= 0 and x.max() > 1
     assert MLPGenerator((1, 8, 8), latent_dim=4, hidden=(8,))(g.sample_latent(16)).max() < 1  # the sigmoid
+
+
+def test_random_shift_moves_each_image_by_its_own_offset_and_passes_gradients():
+    from lit_ssgan.models.layers import RandomShift
+
+    layer = RandomShift(2)
+    x = torch.rand(64, 3, 8, 9, requires_grad=True)
+    torch.manual_seed(0)
+    shifted = layer(x)
+    padded = torch.nn.functional.pad(x.detach(), (2, 2, 2, 2))
+    offsets = set()
+    for image, out in zip(padded, shifted.detach(), strict=True):
+        # the output is the 8x9 window of the zero-padded image at some offset in [0, 4]^2
+        (match,) = [(r, c) for r in range(5) for c in range(5) if torch.equal(image[:, r : r + 8, c : c + 9], out)]
+        offsets.add(match)
+    assert len(offsets) > 15  # each image draws its own of the 25 offsets
+    shifted.sum().backward()  # the generator learns through it: each input pixel lands once or not at all
+    assert set(x.grad.unique().tolist()) <= {0.0, 1.0} and x.grad.sum() > 0.6 * x.numel()
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), shifted)  # from the global RNG: seeded, reproducible
+    layer.eval()
+    assert torch.equal(layer(x), x)
+    assert torch.equal(RandomShift(0).train()(x), x)
+    with pytest.raises(ValueError, match="max_shift"):
+        RandomShift(-1)
+
+
+def test_mlp_discriminator_shifts_its_input_only_in_training():
+    torch.manual_seed(0)
+    net = MLPDiscriminator(hidden=(20,), input_noise=0, hidden_noise=0, input_shift=2)
+    x = torch.rand(16, 1, 28, 28)
+    first, second = net(x).logits, net(x).logits
+    assert not torch.allclose(first, second)
+    net.eval()
+    torch.testing.assert_close(net(x).logits, net.classifier(net.hidden[0](x.flatten(1))))

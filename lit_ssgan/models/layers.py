@@ -66,6 +66,41 @@ class GaussianNoise(nn.Module):
         return f"sigma={self.sigma}" + (", pooled=True" if self.pooled else "")
 
 
+class RandomShift(nn.Module):
+    """Shifts each image by its own random whole number of pixels, at most ``max_shift`` in
+    each direction, filling with zeros, in training mode; the identity in eval mode.
+
+    As the discriminator's first layer it is the translation of DiffAugment (Zhao et al. 2020,
+    "Differentiable Augmentation for Data-Efficient GAN Training"): real and generated images
+    alike are shifted, and the generator's gradient flows through the shift. One gather for
+    the whole batch, on the batch's device; the shifts come from the global RNG.
+
+    Args:
+        max_shift: the largest shift in pixels, up, down, left or right (0: off).
+    """
+
+    def __init__(self, max_shift: int) -> None:
+        super().__init__()
+        if max_shift < 0:
+            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
+        self.max_shift = max_shift
+
+    def forward(self, x: Tensor) -> Tensor:
+        if not self.training or self.max_shift == 0:
+            return x
+        n, _, h, w = x.shape
+        s = self.max_shift
+        padded = nn.functional.pad(x, (s, s, s, s))
+        offsets = torch.randint(2 * s + 1, (2, n, 1, 1), device=x.device)
+        rows = offsets[0] + torch.arange(h, device=x.device).view(1, h, 1)
+        cols = offsets[1] + torch.arange(w, device=x.device).view(1, 1, w)
+        batch = torch.arange(n, device=x.device).view(n, 1, 1)
+        return padded[batch, :, rows, cols].permute(0, 3, 1, 2)  # (N, H, W, C) -> (N, C, H, W)
+
+    def extra_repr(self) -> str:
+        return f"max_shift={self.max_shift}"
+
+
 _MIN_NORM = 1e-12  # norms are clamped to it, so that a zero direction gives a zero output
 
 
