@@ -81,8 +81,6 @@ class RandomShift(nn.Module):
 
     def __init__(self, max_shift: int) -> None:
         super().__init__()
-        if max_shift < 0:
-            raise ValueError(f"max_shift must be >= 0, got {max_shift}")
         self.max_shift = max_shift
 
     def forward(self, x: Tensor) -> Tensor:
