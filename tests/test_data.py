@@ -142,6 +142,18 @@ def test_train_augmentations_apply_to_training_images_only():
     torch.testing.assert_close(xv[0], torch.from_numpy(dm.val.images[0]).permute(2, 0, 1).float() / 255)
 
 
+def test_augmentation_is_a_function_of_the_batch_so_reruns_and_resumed_runs_repeat_it():
+    crop = [A.PadIfNeeded(12, 12, border_mode=0), A.RandomCrop(8, 8)]
+    batches = []
+    for _ in range(2):  # two runs, each with its own albumentations pipeline
+        dm = ToyDataModule(val_size=10, train_transforms=crop)
+        dm.setup("fit")
+        batches.append([dm.unlabeled.__getitems__(order)[0] for order in ([0, 1, 2, 3], [3, 2, 1, 0], [0, 1, 2, 3])])
+    (first, reversed_order, again), rerun = batches
+    assert torch.equal(first, again) and all(torch.equal(a, b) for a, b in zip(batches[0], rerun, strict=True))
+    assert not torch.equal(first, reversed_order.flip(0))  # another batch: other crops
+
+
 @pytest.mark.parametrize(
     "kwargs, match",
     [

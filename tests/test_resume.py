@@ -46,6 +46,13 @@ BALANCED_REGRESSION = [
 # mnist_fast.yaml's speed settings: noise windows from a pool, offsets drawn from the global RNG
 POOLED_NOISE_BF16 = ["--model.discriminator.init_args.pooled_noise=true", "--trainer.precision=bf16-mixed"]
 
+# random crops: albumentations' own generators, which no global seed reaches
+RANDOM_CROP = [
+    '--data.train_transforms=[{"class_path": "albumentations.PadIfNeeded", "init_args": {"min_height": 10,'
+    ' "min_width": 10, "border_mode": 0}}, {"class_path": "albumentations.RandomCrop", "init_args":'
+    ' {"height": 8, "width": 8}}]'
+]
+
 
 @pytest.mark.parametrize(
     "name, batches_done, extra",
@@ -54,6 +61,7 @@ POOLED_NOISE_BF16 = ["--model.discriminator.init_args.pooled_noise=true", "--tra
         ("epoch=1-step=8.ckpt", 4, []),
         ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
         ("epoch=1-step=6.ckpt", 2, POOLED_NOISE_BF16),
+        ("epoch=1-step=6.ckpt", 2, RANDOM_CROP),
     ],
 )
 def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done, extra):

@@ -6,6 +6,7 @@ import gzip
 import hashlib
 import shutil
 import urllib.request
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -31,10 +32,10 @@ class ImageDataset(Dataset[Batch]):
     Args:
         images: ``(N, H, W, C)`` uint8 array.
         labels: ``(N,)`` integer labels (-1 where unknown), or float labels for regression.
-        transform: an albumentations pipeline applied to each image, or None.
+        transform: an albumentations pipeline (``A.Compose``) applied to each image, or None.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.BasicTransform | None = None) -> None:
+    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | None = None) -> None:
         if images.ndim != 4 or images.dtype != np.uint8:
             raise ValueError(f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
         if len(images) != len(labels):
@@ -60,6 +61,10 @@ class ImageDataset(Dataset[Batch]):
         if self._tensors is not None:
             return self._tensors[index], self.labels[index]
         assert self.transform is not None
+        # albumentations draws from generators of its own, which no global seed reaches: seeded
+        # from the batch's indices, a batch is augmented alike in a rerun and in a resumed run,
+        # and each batch differently (every epoch's order is new)
+        self.transform.set_random_seed(zlib.crc32(index.numpy().tobytes()))
         augmented = np.stack([self.transform(image=self.images[i])["image"] for i in indices])
         return _to_tensor(augmented), self.labels[index]
 
