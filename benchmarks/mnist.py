@@ -196,9 +196,11 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     name = f"{'supervised' if args.supervised else 'ssgan'}-{args.precision}-e{args.epochs}-s{seed}"
-    checkpoints, curve = out / "runs" / name / "checkpoints", out / f"{name}.curve.json"
+    # the run's checkpoints and its curve so far, which --resume goes on from
+    checkpoints, curve = out / "runs" / name / "checkpoints", out / "runs" / name / "curve.json"
     last = checkpoints / "last.ckpt"
     resume = args.resume and last.exists()
+    curve.parent.mkdir(parents=True, exist_ok=True)
     if not resume:
         curve.unlink(missing_ok=True)
     plain_seconds = None
