@@ -191,8 +191,12 @@ def test_the_configs_augmentation_applies_to_colour_training_images_and_eval_sta
     )
     data = built.datamodule
     data.setup("fit")
-    first, second = (data.labeled.__getitems__(list(range(8)))[0] for _ in range(2))
-    assert first.shape == (8, 3, 16, 16) and not torch.equal(first, second)  # random flips, shifts, colour
+    first, again = (data.labeled.__getitems__(list(range(8)))[0] for _ in range(2))
+    other_batch = data.labeled.__getitems__(list(range(7, -1, -1)))[0].flip(0)  # the same images, in another batch
+    raw = torch.from_numpy(data.labeled.images[:8]).permute(0, 3, 1, 2).float() / 255
+    assert first.shape == raw.shape == (8, 3, 16, 16) and not torch.equal(first, raw)  # random flips, shifts, colour
+    assert not torch.equal(first, other_batch)  # drawn anew for each batch
+    assert torch.equal(first, again)  # seeded from the batch: a rerun or a resumed run repeats it
     val_first, val_second = (data.val.__getitems__(list(range(4)))[0] for _ in range(2))
     assert torch.equal(val_first, val_second)  # no augmentation at evaluation
 
