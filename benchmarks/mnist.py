@@ -10,8 +10,10 @@ Adam, EMA update and batch composition — so the ratio shows what the package c
     python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 20 --seeds 1 2 3
     python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 2 --precision bf16-mixed
     python benchmarks/mnist.py ... --supervised   # the same networks on the 100 labels alone
+    python benchmarks/mnist.py --epochs 300 --seeds 1 --resume   # again after a stop: goes on where it stopped
 
-Results go to ``--out`` (one JSON per run); ``benchmarks/plot.py`` draws the error curves.
+Results go to ``--out`` (one JSON per run); ``benchmarks/plot.py`` draws the error curves. Each
+run keeps its checkpoints and its curve so far in ``--out``/runs/NAME, which ``--resume`` reads.
 """
 
 from __future__ import annotations
