@@ -143,6 +143,18 @@ def conditional_entropy(class_logits: Tensor) -> Tensor:
     return -(log_p.exp() * log_p).sum(dim=1).mean()
 
 
+def consistency(class_logits_a: Tensor, class_logits_b: Tensor) -> Tensor:
+    """Mean squared distance between the class distributions of two ``(N, K)`` logits of the same
+    images seen under different noise (the Π-model's term, Laine & Aila 2017, "Temporal Ensembling
+    for Semi-Supervised Learning"; Sajjadi et al. 2016): ``Σ_k (p_k - q_k)²``, averaged over images.
+
+    Example:
+        >>> consistency(torch.zeros(2, 3), torch.zeros(2, 3)).item()  # the same prediction: 0
+        0.0
+    """
+    return (class_logits_a.softmax(dim=1) - class_logits_b.softmax(dim=1)).square().sum(dim=1).mean()
+
+
 def d_loss_real(gan_logits_real: Tensor, d_label_smooth: float = 0.0) -> Tensor:
     """Unlabeled real data should look real, with one-sided label smoothing."""
     return sigmoid_kl_with_logits(gan_logits_real, 1.0 - d_label_smooth).mean()

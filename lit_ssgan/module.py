@@ -53,6 +53,11 @@ class SemiSupervisedGAN(LightningModule):
             (0 trains the classifier on the labeled data alone).
         unlabeled_entropy_weight: weight of the conditional entropy of the class prediction on
             unlabeled data (Dai et al. 2017) in the discriminator loss; 0: off. Classification only.
+        unlabeled_consistency_weight: weight of the Π-model's consistency term (Laine & Aila 2017)
+            in the discriminator loss: the unlabeled batch goes through the discriminator a second
+            time, under other noise, and the two class distributions are pulled together
+            (:func:`losses.consistency`); 0: off. Classification only; needs a discriminator with
+            noise (or dropout), else both passes agree and the term is 0.
         d_label_smooth: one-sided label smoothing: unlabeled data's target P(real) is
             ``1 - d_label_smooth``.
         generator_target_prob: with ``generator_loss="sigmoid_kl"``, the P(real) the
@@ -98,6 +103,7 @@ class SemiSupervisedGAN(LightningModule):
         validation_scores: list[str] | None = None,
         unlabeled_weight: float = 1.0,
         unlabeled_entropy_weight: float = 0.0,
+        unlabeled_consistency_weight: float = 0.0,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
         generator_loss: Literal["feature_matching", "sigmoid_kl"] = "feature_matching",
@@ -117,11 +123,16 @@ class SemiSupervisedGAN(LightningModule):
         for name, value in (
             ("unlabeled_weight", unlabeled_weight),
             ("unlabeled_entropy_weight", unlabeled_entropy_weight),
+            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
         ):
             if value < 0:
                 raise ConfigError(f"{name} must be 0 or more, got {value}")
-        if unlabeled_entropy_weight and not classification:
-            raise ConfigError("unlabeled_entropy_weight needs classification: there are no classes in regression")
+        for name, value in (
+            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
+            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
+        ):
+            if value and not classification:
+                raise ConfigError(f"{name} needs classification: there are no classes in regression")
         for name, optional in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
             if optional is not None and optional <= 0:
                 raise ConfigError(f"{name} must be positive or None, got {optional}")
@@ -223,12 +234,16 @@ class SemiSupervisedGAN(LightningModule):
         if hp["data_dependent_init"] and not hp["weights_from"] and self.global_step == 0:
             init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
 
-        # Discriminator step: one forward over labeled, unlabeled and (detached) generated images.
+        # Discriminator step: one forward over labeled, unlabeled and (detached) generated images
+        # (and the unlabeled ones again, under other noise, for the consistency term).
+        consistency = bool(hp["unlabeled_consistency_weight"])
         with self._training(d_opt):
             with torch.no_grad():
                 x_fake = self.generator(self.generator.sample_latent(n_unl, self.noise_rng))
-            logits = self.discriminator(torch.cat([x_lab, x_unl, x_fake])).logits
-            logits_lab, logits_unl, logits_fake = logits.split([n_lab, n_unl, n_unl])
+            logits = self.discriminator(torch.cat([x_lab, x_unl, x_fake, *([x_unl] if consistency else [])])).logits
+            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split(
+                [n_lab, n_unl, n_unl, *([n_unl] if consistency else [])]
+            )
             predicted, _ = self.heads(logits_lab)
             (class_unl, gan_unl), gan_fake = self.heads(logits_unl), self.heads(logits_fake)[1]
             d_loss_labeled = losses.d_loss_labeled(predicted, y_lab, hp["classification"])
@@ -240,6 +255,9 @@ class SemiSupervisedGAN(LightningModule):
             if hp["unlabeled_entropy_weight"]:
                 terms["d_entropy"] = losses.conditional_entropy(class_unl)
                 d_loss = d_loss + hp["unlabeled_entropy_weight"] * terms["d_entropy"]
+            if consistency:
+                terms["d_consistency"] = losses.consistency(class_unl, self.heads(logits_unl_again[0])[0])
+                d_loss = d_loss + hp["unlabeled_consistency_weight"] * terms["d_consistency"]
             if not self.guard.finite(d_loss, terms, where, self.trainer.strategy):
                 return
             self._backward(d_loss)

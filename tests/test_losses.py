@@ -122,3 +122,11 @@ def test_gradients_match_finite_differences():
     ]
     for fn, inputs in checks:
         assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_consistency_is_the_squared_distance_of_the_class_distributions():
+    a, b = torch.tensor([[0.0, 0.0], [2.0, 0.0]]), torch.tensor([[0.0, 0.0], [0.0, 2.0]])
+    p, q = torch.sigmoid(torch.tensor(2.0)), torch.sigmoid(torch.tensor(-2.0))
+    expected = (0.0 + 2 * (p - q) ** 2) / 2  # image 1 agrees; image 2's two classes are swapped
+    torch.testing.assert_close(losses.consistency(a, b), expected)
+    torch.testing.assert_close(losses.consistency(b, a), expected)

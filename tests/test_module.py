@@ -9,6 +9,7 @@ import pytest
 import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
+from torch import Tensor
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN, losses
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
@@ -241,3 +242,32 @@ def test_the_conditional_entropy_term_joins_the_discriminator_loss(tmp_path):
         regression_model(unlabeled_entropy_weight=0.1)
     with pytest.raises(ValueError, match="unlabeled_entropy_weight must be 0 or more"):
         make_model(unlabeled_entropy_weight=-1.0)
+
+
+def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
+    def trained(weight: float, noise: float) -> tuple[Tensor, list[float]]:
+        torch.manual_seed(0)
+        logger = CSVLogger(tmp_path / f"{weight}-{noise}")
+        model = SemiSupervisedGAN(
+            MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), input_noise=noise, hidden_noise=noise),
+            MLPGenerator((1, 8, 8), hidden=(32,)),
+            unlabeled_consistency_weight=weight,
+        )
+        make_trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
+        with open(Path(logger.log_dir) / "metrics.csv") as f:
+            logged = [float(row["train/d_consistency"]) for row in csv.DictReader(f) if row.get("train/d_consistency")]
+        return model.discriminator.classifier.v.detach().clone(), logged
+
+    # without noise both passes agree: the term is 0 and training is the same as without it
+    without, _ = trained(0.0, 0.0)
+    quiet, logged = trained(10.0, 0.0)
+    torch.testing.assert_close(quiet, without)
+    assert logged == [0.0, 0.0, 0.0]
+    # with noise the passes differ, and the term changes what D learns
+    noisy, logged = trained(10.0, 0.3)
+    assert len(logged) == 3 and all(value > 0 for value in logged)
+    assert not torch.allclose(noisy, trained(0.0, 0.3)[0])
+    with pytest.raises(ValueError, match="unlabeled_consistency_weight needs classification"):
+        regression_model(unlabeled_consistency_weight=0.1)
+    with pytest.raises(ValueError, match="unlabeled_consistency_weight must be 0 or more"):
+        make_model(unlabeled_consistency_weight=-1.0)
