@@ -120,8 +120,9 @@ class Logits(torch.nn.Module):
 
 def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
     """Seconds for ``num_batches`` of the module's training step (after 20 untimed warm-up
-    batches), written as a plain PyTorch loop: same networks, losses, optimizers, EMA update and
-    batch composition. The epoch must hold ``num_batches + 20`` batches."""
+    batches), written as a plain PyTorch loop: same networks, losses (the consistency term
+    included; not the conditional entropy), optimizers, EMA update and batch composition. The
+    epoch must hold ``num_batches + 20`` batches."""
     D, G, hp = model.discriminator, model.generator, model.hparams
     (make_d_opt, _), (make_g_opt, _) = model._optimizer_factories
     d_opt, g_opt = make_d_opt(D.parameters()), make_g_opt(G.parameters())
@@ -146,12 +147,15 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
         with autocast:
             with torch.no_grad():
                 x_fake = G(G.sample_latent(len(x_unl), noise))
-            logits = D(torch.cat([x_lab, x_unl, x_fake])).logits
-            logits_lab, logits_unl, logits_fake = logits.split([len(x_lab), len(x_unl), len(x_fake)])
+            images = [x_lab, x_unl, x_fake, *([x_unl] if hp.unlabeled_consistency_weight else [])]
+            logits = D(torch.cat(images)).logits
+            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split([len(x) for x in images])
             d_loss = losses.d_loss_labeled(logits_lab, y_lab) + hp.unlabeled_weight * (
                 losses.d_loss_real(losses.gan_logits(logits_unl), hp.d_label_smooth)
                 + losses.d_loss_fake(losses.gan_logits(logits_fake))
             )
+            if hp.unlabeled_consistency_weight:
+                d_loss = d_loss + hp.unlabeled_consistency_weight * losses.consistency(logits_unl, logits_unl_again[0])
         d_loss.backward()
         d_opt.step()
         d_opt.zero_grad(set_to_none=True)

@@ -43,8 +43,13 @@ BALANCED_REGRESSION = [
     "--data.balance_ratio=0.9",
 ]
 
-# mnist_fast.yaml's speed settings: noise windows from a pool, offsets drawn from the global RNG
-POOLED_NOISE_BF16 = ["--model.discriminator.init_args.pooled_noise=true", "--trainer.precision=bf16-mixed"]
+# mnist_fast.yaml's speed settings (noise windows from a pool, offsets drawn from the global RNG)
+# and its consistency term (a second noisy pass of the unlabeled batch)
+POOLED_NOISE_BF16 = [
+    "--model.discriminator.init_args.pooled_noise=true",
+    "--trainer.precision=bf16-mixed",
+    "--model.unlabeled_consistency_weight=0.3",
+]
 
 # random crops: albumentations' own generators, which no global seed reaches
 RANDOM_CROP = [
