@@ -119,6 +119,7 @@ def test_gradients_match_finite_differences():
         (lambda v: losses.gan_logits(v, explicit_fake=True), (logits,)),
         (lambda v: losses.d_loss_labeled(v, torch.tensor([0, 1, 2, 4])), (logits,)),
         (lambda f: losses.feature_matching(real, f, "squared"), (fake,)),
+        (losses.consistency, (logits, torch.randn(4, 5, dtype=DOUBLE, requires_grad=True))),
     ]
     for fn, inputs in checks:
         assert torch.autograd.gradcheck(fn, inputs)

@@ -43,11 +43,12 @@ BALANCED_REGRESSION = [
     "--data.balance_ratio=0.9",
 ]
 
-# mnist_fast.yaml's speed settings (noise windows from a pool, offsets drawn from the global RNG)
-# and its consistency term (a second noisy pass of the unlabeled batch)
-POOLED_NOISE_BF16 = [
-    "--model.discriminator.init_args.pooled_noise=true",
+# mnist_fast.yaml's settings: bf16, noise windows from a pool (offsets drawn from the global RNG),
+# D's input shift, and the consistency term (a second noisy, shifted pass of the unlabeled batch)
+MNIST_FAST_BF16 = [
     "--trainer.precision=bf16-mixed",
+    "--model.discriminator.init_args.pooled_noise=true",
+    "--model.discriminator.init_args.input_shift=1",
     "--model.unlabeled_consistency_weight=0.3",
 ]
 
@@ -65,7 +66,7 @@ RANDOM_CROP = [
         ("epoch=1-step=6.ckpt", 2, []),
         ("epoch=1-step=8.ckpt", 4, []),
         ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
-        ("epoch=1-step=6.ckpt", 2, POOLED_NOISE_BF16),
+        ("epoch=1-step=6.ckpt", 2, MNIST_FAST_BF16),
         ("epoch=1-step=6.ckpt", 2, RANDOM_CROP),
     ],
 )
