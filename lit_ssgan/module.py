@@ -228,7 +228,7 @@ class SemiSupervisedGAN(LightningModule):
         x_unl_g, _ = batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
         hp = self.hparams
-        n_lab, n_unl = len(x_lab), len(x_unl)
+        n_unl = len(x_unl)
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         log_now = self._logging_now()  # before the steps advance global_step
         if hp["data_dependent_init"] and not hp["weights_from"] and self.global_step == 0:
@@ -236,14 +236,12 @@ class SemiSupervisedGAN(LightningModule):
 
         # Discriminator step: one forward over labeled, unlabeled and (detached) generated images
         # (and the unlabeled ones again, under other noise, for the consistency term).
-        consistency = bool(hp["unlabeled_consistency_weight"])
         with self._training(d_opt):
             with torch.no_grad():
                 x_fake = self.generator(self.generator.sample_latent(n_unl, self.noise_rng))
-            logits = self.discriminator(torch.cat([x_lab, x_unl, x_fake, *([x_unl] if consistency else [])])).logits
-            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split(
-                [n_lab, n_unl, n_unl, *([n_unl] if consistency else [])]
-            )
+            images = [x_lab, x_unl, x_fake, *([x_unl] if hp["unlabeled_consistency_weight"] else [])]
+            logits = self.discriminator(torch.cat(images)).logits
+            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split([len(x) for x in images])
             predicted, _ = self.heads(logits_lab)
             (class_unl, gan_unl), gan_fake = self.heads(logits_unl), self.heads(logits_fake)[1]
             d_loss_labeled = losses.d_loss_labeled(predicted, y_lab, hp["classification"])
@@ -255,7 +253,7 @@ class SemiSupervisedGAN(LightningModule):
             if hp["unlabeled_entropy_weight"]:
                 terms["d_entropy"] = losses.conditional_entropy(class_unl)
                 d_loss = d_loss + hp["unlabeled_entropy_weight"] * terms["d_entropy"]
-            if consistency:
+            if logits_unl_again:
                 terms["d_consistency"] = losses.consistency(class_unl, self.heads(logits_unl_again[0])[0])
                 d_loss = d_loss + hp["unlabeled_consistency_weight"] * terms["d_consistency"]
             if not self.guard.finite(d_loss, terms, where, self.trainer.strategy):
