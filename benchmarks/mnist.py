@@ -34,7 +34,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lit_ssgan import losses
 from lit_ssgan.callbacks import EMA, ema_with_warmup
 from lit_ssgan.cli import cli
-from lit_ssgan.models.layers import init_weight_norm_from_data
+from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist.yaml"
@@ -165,9 +165,11 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
             p.requires_grad_(False)
         with autocast:
             x_fake = G(G.sample_latent(len(x_unl_g), noise))
-            with torch.no_grad():
-                real_features = D(x_unl_g).features
-            g_loss = losses.feature_matching(real_features, D(x_fake).features, hp.feature_distance)
+            with frozen_weights(D):
+                with torch.no_grad():
+                    real_features = D(x_unl_g).features
+                fake_features = D(x_fake).features
+            g_loss = losses.feature_matching(real_features, fake_features, hp.feature_distance)
         g_loss.backward()
         g_opt.step()
         g_opt.zero_grad(set_to_none=True)

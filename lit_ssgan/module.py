@@ -23,7 +23,7 @@ from lit_ssgan.internals import step_not_counted
 from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
 from lit_ssgan.metrics import validation_scores
 from lit_ssgan.models import Discriminator, Generator
-from lit_ssgan.models.layers import init_weight_norm_from_data
+from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 
 Batch = dict[str, tuple[Tensor, Tensor]]
 
@@ -266,9 +266,10 @@ class SemiSupervisedGAN(LightningModule):
         with self._training(g_opt):
             x_fake = self.generator(self.generator.sample_latent(len(x_unl_g), self.noise_rng))
             if hp["generator_loss"] == "feature_matching":
-                with torch.no_grad():  # the real side needs no backward pass
-                    real_features = self.discriminator(x_unl_g).features
-                fake_features = self.discriminator(x_fake).features
+                with frozen_weights(self.discriminator):  # D's norms once for its two passes
+                    with torch.no_grad():  # the real side needs no backward pass
+                        real_features = self.discriminator(x_unl_g).features
+                    fake_features = self.discriminator(x_fake).features
                 g_loss = losses.feature_matching(real_features, fake_features, hp["feature_distance"])
             else:
                 gan_g = self.heads(self.discriminator(x_fake).logits)[1]

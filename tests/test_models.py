@@ -3,7 +3,7 @@ import torch
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
-from lit_ssgan.models.layers import WNConv2d, WNLinear, init_weight_norm_from_data
+from lit_ssgan.models.layers import WNConv2d, WNConvTranspose2d, WNLinear, init_weight_norm_from_data
 
 
 @pytest.mark.parametrize("shape", [(1, 32, 32), (3, 32, 32), (1, 64, 64), (3, 64, 64)])
@@ -118,15 +118,90 @@ def test_pooled_noise_is_a_window_of_standard_normals_drawn_from_the_global_rng(
     assert torch.equal(layer(x), x)
 
 
-def test_weight_norm_gradients_match_autograd_through_the_norm():
-    layer = WNLinear(6, 4).double()  # the two terms of v's gradient nearly cancel: compare in float64
-    x = torch.randn(5, 6, dtype=torch.float64)
-    layer(x).square().sum().backward()
-    v, g = layer.v.detach().clone().requires_grad_(), layer.g.detach().clone().requires_grad_()
-    weight = g[:, None] * v / v.norm(dim=1, keepdim=True)
-    (x @ weight.T + layer.bias.detach()).square().sum().backward()
-    torch.testing.assert_close(layer.v.grad, v.grad)
-    torch.testing.assert_close(layer.g.grad, g.grad)
+WEIGHT_NORM_LAYERS = [
+    pytest.param(lambda: WNLinear(6, 4), (5, 6), id="linear"),
+    pytest.param(lambda: WNConv2d(2, 3, 3, padding=1), (2, 2, 5, 5), id="conv"),
+    pytest.param(lambda: WNConv2d(2, 3, 3, stride=2, padding=1), (2, 2, 6, 6), id="strided-conv"),
+    pytest.param(lambda: WNConvTranspose2d(3, 2), (2, 3, 4, 4), id="transposed-conv"),
+]
+
+
+def _reference_weight_norm(layer, x, v, g, bias):
+    """The layer's output written with autograd's own ops: the gradients to compare against."""
+    inverse = 1 / torch.linalg.vector_norm(v, dim=layer.norm_dims)
+    return layer.op(x, v) * (g * inverse).view(layer.out_view) + bias.view(layer.out_view)
+
+
+@pytest.mark.parametrize(("make", "x_shape"), WEIGHT_NORM_LAYERS)
+def test_weight_norm_gradients_match_autograd_through_the_norm(make, x_shape):
+    torch.manual_seed(0)
+    layer = make().double()  # the two terms of v's gradient nearly cancel: compare in float64
+    with torch.no_grad():
+        layer.g.uniform_(0.5, 2.0)
+        layer.bias.normal_()
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+    out = layer(x)
+    weights = torch.randn_like(out)
+    (out * weights).sum().backward()
+    reference = [t.detach().clone().requires_grad_() for t in (x, layer.v, layer.g, layer.bias)]
+    expected = _reference_weight_norm(layer, *reference)
+    (expected * weights).sum().backward()
+    torch.testing.assert_close(out, expected)
+    for got, want in zip((x, layer.v, layer.g, layer.bias), reference, strict=True):
+        torch.testing.assert_close(got.grad, want.grad)
+
+
+@pytest.mark.parametrize(("make", "x_shape"), WEIGHT_NORM_LAYERS[:2])
+def test_weight_norm_backward_passes_gradcheck(make, x_shape):
+    torch.manual_seed(0)
+    layer = make().double()
+    layer.g = torch.nn.Parameter(torch.rand_like(layer.g) + 0.5)  # a trained scale even in hidden layers
+    x = torch.randn(x_shape, dtype=torch.float64, requires_grad=True)
+
+    def run(x, v, g, bias):
+        layer.v, layer.g, layer.bias = (torch.nn.Parameter(t) for t in (v, g, bias))
+        return layer(x)
+
+    assert torch.autograd.gradcheck(run, (x, layer.v.detach(), layer.g.detach(), layer.bias.detach()))
+
+
+@pytest.mark.parametrize(("make", "x_shape"), WEIGHT_NORM_LAYERS)
+def test_weight_norm_under_bf16_autocast_computes_in_bf16_and_keeps_fp32_gradients(make, x_shape):
+    torch.manual_seed(0)
+    layer = make()
+    x = torch.randn(x_shape, requires_grad=True)
+    with torch.autocast("cpu", torch.bfloat16):
+        out = layer(x)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert x.grad.dtype == layer.v.grad.dtype == layer.bias.grad.dtype == torch.float32
+    reference = [t.detach().clone().requires_grad_() for t in (x, layer.v, layer.g, layer.bias)]
+    expected = _reference_weight_norm(layer, *reference)
+    expected.square().sum().backward()
+    torch.testing.assert_close(out.float(), expected, atol=0.05, rtol=0.02)  # bf16 keeps 8 bits
+    for got, want in zip((x, layer.v, layer.bias), (reference[0], reference[1], reference[3]), strict=True):
+        assert torch.nn.functional.cosine_similarity(got.grad.flatten(), want.grad.flatten(), dim=0) > 0.999
+
+
+def test_frozen_weights_compute_each_layers_norm_once_and_change_nothing():
+    from lit_ssgan.models.layers import frozen_weights
+
+    d = MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8), input_noise=0, hidden_noise=0)
+    x = torch.rand(4, 1, 8, 8)
+    expected = d(x).logits
+    calls = []
+    norm = torch.linalg.vector_norm
+    with frozen_weights(d), pytest.MonkeyPatch.context() as patch:
+        patch.setattr(torch.linalg, "vector_norm", lambda *a, **k: calls.append(1) or norm(*a, **k))
+        first, second = d(x).logits, d(x).logits
+    assert len(calls) == 3  # three layers, two passes: one norm each
+    assert torch.equal(first, expected) and torch.equal(second, expected)
+    first.sum().backward()  # gradients still reach the weights
+    assert d.classifier.v.grad is not None
+    assert all(m._frozen is None for m in d.modules() if hasattr(m, "_frozen"))  # forgotten after the block
+    with torch.no_grad():
+        d.classifier.v.add_(torch.randn_like(d.classifier.v))
+    assert not torch.equal(d(x).logits, expected)  # outside a block, each pass reads the weights
 
 
 def test_generator_softplus_output_is_non_negative_and_unbounded_above():

@@ -2,11 +2,15 @@
 
 Weight normalisation (Salimans & Kingma 2016) is written as ``(x @ v.T) * g / ||v||``:
 scaling the layer's *output* rather than rebuilding the weight costs ``N * out`` instead of
-``out * in`` multiplications per step, which is what OpenAI's code does as well.
+``out * in`` multiplications per step, which is what OpenAI's code does as well. Each layer is
+one autograd node (``_WeightNormFunction``), and in a :func:`frozen_weights` block (the
+discriminator during the generator's step) its norms are computed once for all forward passes.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, cast
 
 import torch
@@ -102,34 +106,80 @@ class RandomShift(nn.Module):
 _MIN_NORM = 1e-12  # norms are clamped to it, so that a zero direction gives a zero output
 
 
-class _InverseNorm(torch.autograd.Function):
-    """``1 / ||v||`` over ``dims`` (one value per output unit) with a one-pass backward,
-    ``-v * grad / ||v||^3``: autograd's own, through the norm and its reciprocal, makes three
-    passes over ``v`` (a division, a multiplication and a mask for zero norms)."""
+def _inverse_norm(v: Tensor, dims: tuple[int, ...]) -> Tensor:
+    """``1 / ||v||`` over ``dims``: one value per output unit."""
+    return torch.linalg.vector_norm(v, dim=dims).clamp_min_(_MIN_NORM).reciprocal_()
+
+
+class _WeightNormFunction(torch.autograd.Function):
+    """``op(x, v) * g / ||v|| + bias`` as one autograd node with one backward for all four inputs.
+
+    Autograd's graph of the same expression computes ``v``'s gradient as two weight-sized tensors,
+    through the op and through the norm, and then adds them; here the norm's term
+    (``-v * grad_scale * g / ||v||^3``, zero where the norm was clamped) is added in place to the
+    op's, and the gradients of the scale and the bias are summed in the weights' precision. Under
+    autocast the op runs in autocast's dtype on ``x`` and ``v`` cast to it; ``v``, ``g`` and the
+    bias keep their dtype and get their gradients in it. ``prepared`` is ``layer.prepared(dtype)``.
+    It saves for backward what autograd's graph saves: the input and weight the op ran on, the
+    op's output, the scale and ``1 / ||v||``.
+    """
 
     @staticmethod
-    def forward(ctx: Any, v: Tensor, dims: tuple[int, ...]) -> Tensor:
-        inverse = torch.linalg.vector_norm(v, dim=dims).clamp_min(_MIN_NORM).reciprocal()
-        ctx.save_for_backward(v, inverse)
-        ctx.dims = dims
-        return inverse
+    def forward(
+        ctx: Any,
+        x: Tensor,
+        v: Tensor,
+        g: Tensor,
+        bias: Tensor | None,
+        layer: _WeightNorm,
+        prepared: tuple[Tensor, Tensor, Tensor],
+    ) -> Tensor:
+        inverse, scale, v_c = prepared
+        x_c = x.to(v_c.dtype)
+        out = layer.op(x_c, v_c)
+        y = out * scale if bias is None else torch.addcmul(bias.to(out.dtype).view(layer.out_view), out, scale)
+        ctx.save_for_backward(x_c, v, v_c, g, inverse, out, scale)
+        ctx.layer, ctx.x_dtype = layer, x.dtype
+        return y
 
     @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor, None]:
-        v, inverse = ctx.saved_tensors
-        # d(1/||v||)/dv = -v / ||v||^3; zero where the norm was clamped (as clamp_min's gradient)
-        coefficient = (grad * inverse.pow(3)).neg_().masked_fill_(inverse >= 1 / _MIN_NORM, 0)
-        shape = [1 if d in ctx.dims else -1 for d in range(v.ndim)]
-        return v * coefficient.view(shape).to(v.dtype), None
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        x_c, v, v_c, g, inverse, out, scale = ctx.saved_tensors
+        layer: _WeightNorm = ctx.layer
+        need_x, need_v, need_g, need_bias = ctx.needs_input_grad[:4]
+        unit_sums = [d for d in range(grad.ndim) if d != layer.unit_dim % grad.ndim]  # all but the units'
+        grad_out = grad * scale
+        grad_x, grad_v = layer.op_backward(grad_out, x_c, v_c, need_x, need_v)
+        grad_g = grad_bias = None
+        if need_v or need_g:
+            grad_scale = (grad * out).sum(unit_sums, dtype=g.dtype)  # summed in the weights' precision
+            if need_g:
+                grad_g = grad_scale * inverse
+            if need_v:
+                assert grad_v is not None
+                grad_v = grad_v.to(v.dtype)
+                # d(1/||v||)/dv = -v / ||v||^3, times d(loss)/d(1/||v||) = grad_scale * g
+                coefficient = (grad_scale * g * inverse.pow(3)).neg_().masked_fill_(inverse >= 1 / _MIN_NORM, 0)
+                shape = [1 if d in layer.norm_dims else -1 for d in range(v.ndim)]
+                grad_v.addcmul_(v, coefficient.view(shape))
+        if need_bias:
+            grad_bias = grad.sum(unit_sums, dtype=g.dtype)
+        if grad_x is not None:
+            grad_x = grad_x.to(ctx.x_dtype)
+        return grad_x, grad_v, grad_g, grad_bias, None, None
 
 
 class _WeightNorm(nn.Module):
-    """Direction ``v``, per-output-unit scale ``g`` and bias ``b``; subclasses apply ``v``."""
+    """Direction ``v``, per-output-unit scale ``g`` and bias ``b``; subclasses apply ``v``
+    (:meth:`op`) and give that op's two gradients (:meth:`op_backward`)."""
 
     #: dimensions of ``v`` reduced for the per-output-unit norm
     norm_dims: tuple[int, ...] = (1,)
     #: shape the ``(out,)`` scale takes to broadcast over the layer's output
     out_view: tuple[int, ...] = (1, -1)
+    #: the output's dimension of units
+    unit_dim = -1
 
     def __init__(
         self,
@@ -148,20 +198,44 @@ class _WeightNorm(nn.Module):
             self.register_buffer("g", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.init_scale = init_scale
+        #: set by :func:`frozen_weights`: what :meth:`prepared` computed while the weights stay fixed
+        self._frozen: dict[torch.dtype, tuple[Tensor, Tensor, Tensor]] | None = None
 
-    def apply_v(self, x: Tensor) -> Tensor:
+    def op(self, x: Tensor, v: Tensor) -> Tensor:
         raise NotImplementedError
 
+    def op_backward(
+        self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        """The gradients of :meth:`op`'s output ``grad`` with respect to ``x`` and ``v`` (each
+        only if needed)."""
+        raise NotImplementedError
+
+    def apply_v(self, x: Tensor) -> Tensor:
+        return self.op(x, self.v)
+
     def unit_scale(self) -> Tensor:
-        """``(out,)`` the factor ``1 / ||v||`` per output unit."""
-        return cast(Tensor, _InverseNorm.apply(self.v, self.norm_dims))
+        """``(out,)`` the factor ``1 / ||v||`` per output unit (no gradient)."""
+        with torch.no_grad():
+            return _inverse_norm(self.v, self.norm_dims)
+
+    @torch.no_grad()
+    def prepared(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
+        """``1 / ||v||``, the output scale ``g / ||v||`` in ``dtype`` shaped as ``out_view``, and
+        ``v`` in ``dtype``: once per forward, or once in a :func:`frozen_weights` block."""
+        if self._frozen is not None and dtype in self._frozen:
+            return self._frozen[dtype]
+        inverse = _inverse_norm(self.v, self.norm_dims)
+        values = inverse, (self.g * inverse).to(dtype).view(self.out_view), self.v.to(dtype)
+        if self._frozen is not None:
+            self._frozen[dtype] = values
+        return values
 
     def forward(self, x: Tensor) -> Tensor:
-        out = self.apply_v(x)
-        scale = (self.g * self.unit_scale()).to(out.dtype).view(self.out_view)
-        if self.bias is None:
-            return out * scale
-        return torch.addcmul(self.bias.to(out.dtype).view(self.out_view), out, scale)
+        device = x.device.type
+        dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
+        y = _WeightNormFunction.apply(x, self.v, self.g, self.bias, self, self.prepared(dtype))
+        return cast(Tensor, y)
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> None:
@@ -173,6 +247,21 @@ class _WeightNorm(nn.Module):
         self.g.copy_(self.init_scale / (std + 1e-8))
         if self.bias is not None:
             self.bias.copy_(-mean * self.g)
+
+
+@contextmanager
+def frozen_weights(network: nn.Module) -> Iterator[None]:
+    """A block in which ``network``'s weights do not change (such as the generator's step, for the
+    discriminator): each weight-normalised layer computes its norms, and its weights in autocast's
+    dtype, once for all the block's forward passes instead of once per pass."""
+    layers = [m for m in network.modules() if isinstance(m, _WeightNorm)]
+    for layer in layers:
+        layer._frozen = {}
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer._frozen = None
 
 
 @torch.no_grad()
@@ -209,8 +298,15 @@ class WNLinear(_WeightNorm):
     ) -> None:
         super().__init__((out_features, in_features), out_features, bias, init_std, init_scale, train_scale)
 
-    def apply_v(self, x: Tensor) -> Tensor:
-        return F.linear(x, self.v)
+    def op(self, x: Tensor, v: Tensor) -> Tensor:
+        return F.linear(x, v)
+
+    def op_backward(
+        self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        grad_x = grad @ v if need_x else None
+        grad_v = grad.flatten(0, -2).t() @ x.flatten(0, -2) if need_v else None
+        return grad_x, grad_v
 
 
 class WNConv2d(_WeightNorm):
@@ -218,6 +314,7 @@ class WNConv2d(_WeightNorm):
 
     norm_dims = (1, 2, 3)
     out_view = (1, -1, 1, 1)
+    unit_dim = 1
 
     def __init__(
         self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
@@ -225,8 +322,17 @@ class WNConv2d(_WeightNorm):
         super().__init__((out_channels, in_channels, kernel_size, kernel_size), out_channels, True, 0.05)
         self.stride, self.padding = stride, padding
 
-    def apply_v(self, x: Tensor) -> Tensor:
-        return F.conv2d(x, self.v, stride=self.stride, padding=self.padding)
+    def op(self, x: Tensor, v: Tensor) -> Tensor:
+        return F.conv2d(x, v, stride=self.stride, padding=self.padding)
+
+    def op_backward(
+        self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        stride, padding = [self.stride] * 2, [self.padding] * 2
+        grad_x, grad_v, _ = torch.ops.aten.convolution_backward(
+            grad, x, v, None, stride, padding, [1, 1], False, [0, 0], 1, [need_x, need_v, False]
+        )
+        return grad_x, grad_v
 
 
 class WNConvTranspose2d(_WeightNorm):
@@ -234,9 +340,18 @@ class WNConvTranspose2d(_WeightNorm):
 
     norm_dims = (0, 2, 3)
     out_view = (1, -1, 1, 1)
+    unit_dim = 1
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__((in_channels, out_channels, 5, 5), out_channels, True, 0.05)
 
-    def apply_v(self, x: Tensor) -> Tensor:
-        return F.conv_transpose2d(x, self.v, stride=2, padding=2, output_padding=1)
+    def op(self, x: Tensor, v: Tensor) -> Tensor:
+        return F.conv_transpose2d(x, v, stride=2, padding=2, output_padding=1)
+
+    def op_backward(
+        self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool
+    ) -> tuple[Tensor | None, Tensor | None]:
+        grad_x, grad_v, _ = torch.ops.aten.convolution_backward(
+            grad, x, v, None, [2, 2], [2, 2], [1, 1], True, [1, 1], 1, [need_x, need_v, False]
+        )
+        return grad_x, grad_v
