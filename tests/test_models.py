@@ -193,8 +193,11 @@ def test_frozen_weights_compute_each_layers_norm_once_and_change_nothing():
     norm = torch.linalg.vector_norm
     with frozen_weights(d), pytest.MonkeyPatch.context() as patch:
         patch.setattr(torch.linalg, "vector_norm", lambda *a, **k: calls.append(1) or norm(*a, **k))
-        first, second = d(x).logits, d(x).logits
-    assert len(calls) == 3  # three layers, two passes: one norm each
+        first = d(x).logits
+        with frozen_weights(d):  # a nested block keeps the outer one's values
+            second = d(x).logits
+        d(x)
+    assert len(calls) == 3  # three layers, three passes: one norm each
     assert torch.equal(first, expected) and torch.equal(second, expected)
     first.sum().backward()  # gradients still reach the weights
     assert d.classifier.v.grad is not None

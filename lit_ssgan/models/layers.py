@@ -211,14 +211,6 @@ class _WeightNorm(nn.Module):
         only if needed)."""
         raise NotImplementedError
 
-    def apply_v(self, x: Tensor) -> Tensor:
-        return self.op(x, self.v)
-
-    def unit_scale(self) -> Tensor:
-        """``(out,)`` the factor ``1 / ||v||`` per output unit (no gradient)."""
-        with torch.no_grad():
-            return _inverse_norm(self.v, self.norm_dims)
-
     @torch.no_grad()
     def prepared(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor]:
         """``1 / ||v||``, the output scale ``g / ||v||`` in ``dtype`` shaped as ``out_view``, and
@@ -241,7 +233,7 @@ class _WeightNorm(nn.Module):
     def init_from_data(self, x: Tensor) -> None:
         """Sets ``g`` and the bias so that this layer's outputs on ``x`` have mean 0 and standard
         deviation ``init_scale`` per unit (Salimans & Kingma 2016, section 3)."""
-        t = self.apply_v(x.to(self.v.dtype)) * self.unit_scale().view(self.out_view)
+        t = self.op(x.to(self.v.dtype), self.v) * _inverse_norm(self.v, self.norm_dims).view(self.out_view)
         dims = [d for d in range(t.ndim) if d != 1]
         mean, std = t.mean(dim=dims), t.std(dim=dims)
         self.g.copy_(self.init_scale / (std + 1e-8))
@@ -253,15 +245,16 @@ class _WeightNorm(nn.Module):
 def frozen_weights(network: nn.Module) -> Iterator[None]:
     """A block in which ``network``'s weights do not change (such as the generator's step, for the
     discriminator): each weight-normalised layer computes its norms, and its weights in autocast's
-    dtype, once for all the block's forward passes instead of once per pass."""
+    dtype, once for all the block's forward passes instead of once per pass. Blocks may nest."""
     layers = [m for m in network.modules() if isinstance(m, _WeightNorm)]
+    outer = [layer._frozen for layer in layers]
     for layer in layers:
-        layer._frozen = {}
+        layer._frozen = {} if layer._frozen is None else layer._frozen
     try:
         yield
     finally:
-        for layer in layers:
-            layer._frozen = None
+        for layer, frozen in zip(layers, outer, strict=True):
+            layer._frozen = frozen
 
 
 @torch.no_grad()
