@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
-from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_info
 from torch import Tensor, nn
@@ -22,6 +21,9 @@ from lit_ssgan.errors import (
     MissingFileError,
     UnsafeCheckpointError,
 )
+
+#: a file path, as str or path object
+PathLike = str | os.PathLike
 
 __all__ = [
     "CheckpointMismatchError",
@@ -37,7 +39,7 @@ __all__ = [
 ]
 
 
-def load_checkpoint_file(path: _PATH, map_location: Any = "cpu") -> Any:
+def load_checkpoint_file(path: PathLike, map_location: Any = "cpu") -> Any:
     """Loads a checkpoint or state-dict file with ``torch.load(weights_only=True)``: tensors and
     plain values only, so loading a file from elsewhere can never run code.
 
@@ -74,14 +76,14 @@ class SafeCheckpointIO(TorchCheckpointIO):
     uses it; from Python, pass ``Trainer(plugins=[SafeCheckpointIO()])``.
     """
 
-    def save_checkpoint(self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None) -> None:
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: PathLike, storage_options: Any | None = None) -> None:
         if storage_options is not None:
             raise TypeError(f"{type(self).__name__} takes no storage_options")
         write_atomically(Path(path), lambda f: torch.save(checkpoint, f))
 
     def load_checkpoint(
         self,
-        path: _PATH,
+        path: PathLike,
         map_location: Callable | str | None = "cpu",
         weights_only: bool | None = None,
     ) -> dict[str, Any]:
@@ -120,13 +122,13 @@ def _fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-def find_last_checkpoint(root: _PATH) -> Path | None:
+def find_last_checkpoint(root: PathLike) -> Path | None:
     """The most recently written ``last*.ckpt`` under ``root`` (any run version), or None."""
     candidates = [p for p in Path(root).rglob("last*.ckpt") if p.is_file()]
     return max(candidates, key=lambda p: p.stat().st_mtime_ns) if candidates else None
 
 
-def load_matching_weights(model: nn.Module, path: _PATH) -> list[str]:
+def load_matching_weights(model: nn.Module, path: PathLike) -> list[str]:
     """Copies into ``model`` the tensors of the checkpoint or state-dict file at ``path`` whose
     names and shapes match, and leaves the others as they are (tefla's ``weights_from``). The
     file is loaded with :func:`load_checkpoint_file`, so it can run no code.

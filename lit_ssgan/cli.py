@@ -19,10 +19,8 @@ from lit_ssgan.callbacks import EpochLine
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
-from lit_ssgan.errors import MissingFileError, UserError
+from lit_ssgan.errors import TRACEBACK_VARIABLE, MissingFileError, exit_on_user_error, user_error
 from lit_ssgan.module import SemiSupervisedGAN
-
-TRACEBACK_VARIABLE = "LIT_SSGAN_TRACEBACK"
 
 
 class SemiSupervisedCLI(LightningCLI):
@@ -148,30 +146,13 @@ def main(args: list[str] | None = None) -> None:
         # weights are those *after* the step; here that is what an exact resume needs.
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
         try:
-            cli(args, parser_kwargs={"exit_on_error": False})
-        except Exception as err:
-            if os.environ.get(TRACEBACK_VARIABLE):
+            with exit_on_user_error("lit-ssgan"):  # exit status 1
+                cli(args, parser_kwargs={"exit_on_error": False})
+        except ArgumentError as err:
+            if user_error(err) is not None or os.environ.get(TRACEBACK_VARIABLE):
                 raise
-            cause = user_error(err)
-            if cause is not None:
-                sys.exit(f"lit-ssgan: error: {cause}")  # exit status 1
-            if not isinstance(err, ArgumentError):
-                raise  # a bug: the traceback is what a report needs
             print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
             sys.exit(2)  # argparse's status for a bad command line
-
-
-def user_error(err: BaseException) -> UserError | None:
-    """The :class:`UserError` behind ``err``, if any: jsonargparse and Lightning wrap the errors
-    raised while they build and run the classes into their own."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, UserError):
-            return current
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return None
 
 
 # jsonargparse's lines that explain its type machinery rather than the user's mistake

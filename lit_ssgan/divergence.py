@@ -4,13 +4,13 @@ checkpoint is ever written with NaN or infinite weights."""
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
-from lit_ssgan.errors import DivergenceError
+from lit_ssgan.errors import DivergenceError, check_choice
 
 OnNonFinite = Literal["stop", "skip"]
 
@@ -32,7 +32,7 @@ class NonFiniteGuard:
     """
 
     def __init__(self, action: OnNonFinite = "stop") -> None:
-        self.action = action
+        self.action = check_choice("on_nonfinite", action, get_args(OnNonFinite))
         self.skipped = 0  # steps dropped for a non-finite loss; checkpointed by the module
 
     def finite(self, loss: Tensor, terms: Mapping[str, Tensor], where: str, strategy: Any = None) -> bool:

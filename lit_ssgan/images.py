@@ -33,3 +33,9 @@ def save_png(grid: Tensor, path: Path, scale: int = 1) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
         raise OSError(f"could not write {path}")
+
+
+def save_grid(grid: Tensor, image_size: int, path: Path) -> None:
+    """Writes a grid of :func:`make_grid` to ``path`` as PNG, its images under 32 px enlarged by an
+    integer factor (8×8 digits to 32×32), so that they can be seen."""
+    save_png(grid, path, scale=max(1, 32 // image_size))

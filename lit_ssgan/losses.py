@@ -16,23 +16,45 @@ Example:
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Mapping
+from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
-from lit_ssgan.errors import ConfigError
+from lit_ssgan.errors import ConfigError, check_choice, check_non_negative, check_probability
 
 FeatureDistance = Literal["absolute", "squared"]
+GeneratorLossKind = Literal["feature_matching", "sigmoid_kl"]
 
 
-def _check_probability(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(f"{name} must be a float in [0, 1], got {value!r}")
-    if not 0.0 <= float(value) <= 1.0:
-        raise ConfigError(f"{name} must be a float in [0, 1], got {value!r}")
-    return float(value)
+class Heads(NamedTuple):
+    """The discriminator's two heads on a batch of images."""
+
+    predicted: Tensor
+    """``(N, K)`` class logits, or ``(N,)`` values for regression."""
+    gan: Tensor
+    """``(N,)`` logits of P(real)."""
+
+
+class LossParts(NamedTuple):
+    """A loss to minimise and its named terms, each before its weight (logged as ``train/<name>``)."""
+
+    total: Tensor
+    terms: dict[str, Tensor]
+
+
+def weighted(terms: dict[str, Tensor], weights: Mapping[str, float]) -> LossParts:
+    """``Σ weights[name] · terms[name]``, with the terms kept for the logs.
+
+    Example:
+        >>> weighted({"a": torch.tensor(2.0), "b": torch.tensor(3.0)}, {"a": 1.0, "b": 0.5}).total
+        tensor(3.5000)
+    """
+    total = sum(weights[name] * value for name, value in terms.items())
+    assert isinstance(total, Tensor), "no terms"
+    return LossParts(total, terms)
 
 
 def _entropy(p: float) -> float:
@@ -56,7 +78,7 @@ def sigmoid_kl_with_logits(logits: Tensor, targets: float) -> Tensor:
     Raises:
         ConfigError: (a ``ValueError``) if ``targets`` is not a float in [0, 1].
     """
-    t = _check_probability("targets", targets)
+    t = check_probability("targets", targets)
     bce = F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, t), reduction="none")
     return bce - _entropy(t)
 
@@ -100,7 +122,7 @@ def feature_matching(real: Tensor, fake: Tensor, distance: FeatureDistance = "sq
     raise ConfigError(f"feature matching distance must be 'absolute' or 'squared', got {distance!r}")
 
 
-def heads(logits: Tensor, classification: bool = True, explicit_fake: bool = False) -> tuple[Tensor, Tensor]:
+def heads(logits: Tensor, classification: bool = True, explicit_fake: bool = False) -> Heads:
     """The discriminator's two heads: what it predicts, and its real/fake logit.
 
     Args:
@@ -113,13 +135,13 @@ def heads(logits: Tensor, classification: bool = True, explicit_fake: bool = Fal
         ``(N, K)`` class logits or ``(N,)`` regression values, and ``(N,)`` logits of P(real).
 
     Example:
-        >>> values, real = heads(torch.tensor([[2.5, -1.0]]), classification=False)
-        >>> values.tolist(), real.tolist()
+        >>> out = heads(torch.tensor([[2.5, -1.0]]), classification=False)
+        >>> out.predicted.tolist(), out.gan.tolist()
         ([2.5], [-1.0])
     """
     if not classification:
-        return logits[:, 0], logits[:, 1]
-    return class_logits(logits, explicit_fake), gan_logits(logits, explicit_fake)
+        return Heads(logits[:, 0], logits[:, 1])
+    return Heads(class_logits(logits, explicit_fake), gan_logits(logits, explicit_fake))
 
 
 def d_loss_labeled(predicted: Tensor, labels: Tensor, classification: bool = True) -> Tensor:
@@ -168,3 +190,127 @@ def d_loss_fake(gan_logits_fake: Tensor) -> Tensor:
 def g_loss_sigmoid_kl(gan_logits_fake: Tensor, generator_target_prob: float = 1.0) -> Tensor:
     """The generator pushes D's P(real) on its samples toward ``generator_target_prob``."""
     return sigmoid_kl_with_logits(gan_logits_fake, generator_target_prob).mean()
+
+
+class DiscriminatorLoss(nn.Module):
+    """The discriminator's loss: the supervised term, plus ``unlabeled_weight`` times the GAN terms,
+    plus the optional terms on unlabeled data, each with its weight (0 leaves a term out)::
+
+        d_loss = d_loss_class + unlabeled_weight · (d_loss_real + d_loss_fake)
+                 + unlabeled_entropy_weight · d_entropy + unlabeled_consistency_weight · d_consistency
+
+    (regression: ``d_loss_mse`` in place of ``d_loss_class``). A new term is one weight and one
+    line here.
+
+    Args:
+        classification: cross entropy on class logits, or (false) mean squared error on values.
+        unlabeled_weight: weight of ``d_loss_real + d_loss_fake``.
+        unlabeled_entropy_weight: weight of :func:`conditional_entropy` on unlabeled data.
+        unlabeled_consistency_weight: weight of :func:`consistency` between two passes of the
+            unlabeled batch (the caller makes the second pass: :attr:`needs_second_pass`).
+        d_label_smooth: the unlabeled data's target P(real) is ``1 - d_label_smooth``.
+
+    Example:
+        >>> loss = DiscriminatorLoss(unlabeled_weight=0.5)
+        >>> h = Heads(torch.zeros(2, 10), torch.zeros(2))  # undecided: P(real) 1/2, classes uniform
+        >>> parts = loss(h, torch.tensor([3, 7]), h, h)
+        >>> sorted(parts.terms), round(parts.total.item(), 4)  # log 10 + (log 2 + log 2) / 2
+        (['d_loss_class', 'd_loss_fake', 'd_loss_real'], 2.9957)
+    """
+
+    def __init__(
+        self,
+        classification: bool = True,
+        unlabeled_weight: float = 1.0,
+        unlabeled_entropy_weight: float = 0.0,
+        unlabeled_consistency_weight: float = 0.0,
+        d_label_smooth: float = 0.0,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("unlabeled_weight", unlabeled_weight),
+            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
+            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
+        ):
+            check_non_negative(name, value)
+            if value and not classification and name != "unlabeled_weight":
+                raise ConfigError(f"{name} needs classification: there are no classes in regression")
+        self.classification = classification
+        self.d_label_smooth = check_probability("d_label_smooth", d_label_smooth)
+        self.labeled_term = "d_loss_class" if classification else "d_loss_mse"
+        optional = {"d_entropy": unlabeled_entropy_weight, "d_consistency": unlabeled_consistency_weight}
+        self.weights = {
+            self.labeled_term: 1.0,
+            "d_loss_real": unlabeled_weight,
+            "d_loss_fake": unlabeled_weight,
+            **{name: weight for name, weight in optional.items() if weight},
+        }
+
+    @property
+    def needs_second_pass(self) -> bool:
+        """Whether the unlabeled batch must pass through the discriminator twice (consistency)."""
+        return "d_consistency" in self.weights
+
+    def forward(
+        self, labeled: Heads, labels: Tensor, unlabeled: Heads, fake: Heads, unlabeled_again: Heads | None = None
+    ) -> LossParts:
+        """The loss of one discriminator step, from its heads on the labeled, unlabeled and
+        generated images (and the unlabeled images' second pass, for the consistency term)."""
+        terms = {
+            self.labeled_term: d_loss_labeled(labeled.predicted, labels, self.classification),
+            "d_loss_real": d_loss_real(unlabeled.gan, self.d_label_smooth),
+            "d_loss_fake": d_loss_fake(fake.gan),
+        }
+        if "d_entropy" in self.weights:
+            terms["d_entropy"] = conditional_entropy(unlabeled.predicted)
+        if "d_consistency" in self.weights:
+            if unlabeled_again is None:
+                raise ValueError("the consistency term needs the unlabeled batch's second pass")
+            terms["d_consistency"] = consistency(unlabeled.predicted, unlabeled_again.predicted)
+        return weighted(terms, self.weights)
+
+
+class GeneratorLoss(nn.Module):
+    """The generator's loss: feature matching (the paper's) or the sigmoid KL of D's P(real) on its
+    samples against ``generator_target_prob``.
+
+    Args:
+        generator_loss: ``"feature_matching"`` or ``"sigmoid_kl"``.
+        feature_distance: for feature matching, ``"squared"`` (OpenAI) or ``"absolute"`` (tefla).
+        generator_target_prob: for the sigmoid KL, the P(real) the generator aims for.
+
+    Example:
+        >>> loss = GeneratorLoss("feature_matching")
+        >>> real, fake = torch.ones(4, 3), torch.zeros(4, 3)
+        >>> loss(real, fake, fake_gan=None)
+        LossParts(total=tensor(1.), terms={'g_loss': tensor(1.)})
+    """
+
+    def __init__(
+        self,
+        generator_loss: GeneratorLossKind = "feature_matching",
+        feature_distance: FeatureDistance = "squared",
+        generator_target_prob: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.kind = check_choice("generator_loss", generator_loss, get_args(GeneratorLossKind))
+        self.feature_distance = check_choice("feature_distance", feature_distance, get_args(FeatureDistance))
+        self.generator_target_prob = check_probability("generator_target_prob", generator_target_prob)
+
+    @property
+    def matches_features(self) -> bool:
+        """Whether the loss compares features of real and generated images (else: D's P(real))."""
+        return self.kind == "feature_matching"
+
+    def forward(self, real_features: Tensor | None, fake_features: Tensor | None, fake_gan: Tensor | None) -> LossParts:
+        """The loss of one generator step: from ``(N, F)`` features of an unlabeled batch and
+        ``(M, F)`` of generated images, or from the ``(M,)`` real/fake logits of generated images."""
+        if self.matches_features:
+            if real_features is None or fake_features is None:
+                raise ValueError("feature matching needs the features of real and of generated images")
+            g_loss = feature_matching(real_features, fake_features, self.feature_distance)
+        else:
+            if fake_gan is None:
+                raise ValueError("the sigmoid KL loss needs the real/fake logits of generated images")
+            g_loss = g_loss_sigmoid_kl(fake_gan, self.generator_target_prob)
+        return LossParts(g_loss, {"g_loss": g_loss})

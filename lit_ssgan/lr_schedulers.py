@@ -45,7 +45,10 @@ class RunLengthSchedule(LRScheduler):
         self.run_length = run_length
         for group, lr in zip(self.optimizer.param_groups, self.get_lr(), strict=True):
             group["lr"] = lr
-        self._last_lr = [group["lr"] for group in self.optimizer.param_groups]
+
+    def get_last_lr(self) -> list[float | Tensor]:
+        """The rates in force, also right after :meth:`set_run_length` or :func:`resume_at` changed them."""
+        return [group["lr"] for group in self.optimizer.param_groups]
 
     def factor(self, step: int) -> float:
         """The multiplier of the base rate after ``step`` scheduler steps."""
@@ -186,7 +189,9 @@ class StepDecay(LRScheduler):
 
 def resume_at(lr: float, optimizer: Optimizer, schedulers: Sequence[LRScheduler]) -> None:
     """Sets ``optimizer``'s rate to ``lr`` (tefla's ``resume_lr``) and rescales its schedulers'
-    base rates by the same factor, so that they continue from ``lr`` with their own shape."""
+    base rates by the same factor, so that they continue from ``lr`` with their own shape. (torch's
+    own schedulers report the new rate from ``get_last_lr()`` after their next step; the
+    optimizer's ``param_groups`` hold it at once.)"""
     for i, group in enumerate(optimizer.param_groups):
         ratio = lr / group["lr"] if group["lr"] > 0 else None
         group["lr"] = lr
@@ -194,7 +199,6 @@ def resume_at(lr: float, optimizer: Optimizer, schedulers: Sequence[LRScheduler]
         for scheduler in schedulers:
             if scheduler.optimizer is optimizer:
                 scheduler.base_lrs[i] = lr if ratio is None else float(scheduler.base_lrs[i]) * ratio
-                scheduler._last_lr = [g["lr"] for g in optimizer.param_groups]
 
 
 def run_length(trainer: lightning.Trainer, interval: str) -> int:

@@ -5,27 +5,32 @@ from __future__ import annotations
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, Literal, cast
+from typing import Any, Literal, cast, get_args
 
 import torch
 from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
-from torchmetrics import MeanMetric
 
 from lit_ssgan import gradients, losses
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights, non_plain_hparams
+from lit_ssgan.data.datasets import Batch
 from lit_ssgan.divergence import NonFiniteGuard, OnNonFinite, check_finite_weights
-from lit_ssgan.errors import ConfigError
+from lit_ssgan.errors import ConfigError, check_choice, check_positive
 from lit_ssgan.internals import step_not_counted
+from lit_ssgan.losses import Heads, LossParts
 from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
 from lit_ssgan.metrics import validation_scores
 from lit_ssgan.models import Discriminator, Generator
+from lit_ssgan.models.base import check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 
-Batch = dict[str, tuple[Tensor, Tensor]]
+#: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G)
+TrainingBatch = dict[str, Batch]
+SchedulerInterval = Literal["epoch", "step"]
+Network = Literal["discriminator", "generator"]
 
 
 class SemiSupervisedGAN(LightningModule):
@@ -97,7 +102,7 @@ class SemiSupervisedGAN(LightningModule):
         g_optimizer: OptimizerCallable = torch.optim.Adam,
         d_lr_scheduler: LRSchedulerCallable | None = None,
         g_lr_scheduler: LRSchedulerCallable | None = None,
-        lr_scheduler_interval: Literal["epoch", "step"] = "epoch",
+        lr_scheduler_interval: SchedulerInterval = "epoch",
         resume_lr: float | None = None,
         classification: bool = True,
         validation_scores: list[str] | None = None,
@@ -106,7 +111,7 @@ class SemiSupervisedGAN(LightningModule):
         unlabeled_consistency_weight: float = 0.0,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
-        generator_loss: Literal["feature_matching", "sigmoid_kl"] = "feature_matching",
+        generator_loss: losses.GeneratorLossKind = "feature_matching",
         feature_distance: losses.FeatureDistance = "squared",
         d_clip_val: float | None = None,
         g_clip_val: float | None = None,
@@ -118,34 +123,12 @@ class SemiSupervisedGAN(LightningModule):
         on_nonfinite: OnNonFinite = "stop",
     ) -> None:
         super().__init__()
-        losses._check_probability("d_label_smooth", d_label_smooth)
-        losses._check_probability("generator_target_prob", generator_target_prob)
-        for name, value in (
-            ("unlabeled_weight", unlabeled_weight),
-            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
-            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
-        ):
-            if value < 0:
-                raise ConfigError(f"{name} must be 0 or more, got {value}")
-        for name, value in (
-            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
-            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
-        ):
-            if value and not classification:
-                raise ConfigError(f"{name} needs classification: there are no classes in regression")
-        for name, optional in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
-            if optional is not None and optional <= 0:
-                raise ConfigError(f"{name} must be positive or None, got {optional}")
-        if discriminator.regression == classification:
-            raise ConfigError(
-                f"model.classification is {classification} but the discriminator was built with regression: "
-                f"{discriminator.regression} (the command links them; from Python, pass both)"
-            )
-        if discriminator.image_shape != generator.image_shape:
-            raise ConfigError(
-                f"image_shape differs: the discriminator takes {discriminator.image_shape} but the generator "
-                f"makes {generator.image_shape}"
-            )
+        # every option is checked here, or by the object below that takes it, for Python and the command alike
+        check_pair(discriminator, generator, classification)
+        check_choice("lr_scheduler_interval", lr_scheduler_interval, get_args(SchedulerInterval))
+        check_choice("clip_algorithm", clip_algorithm, get_args(gradients.ClipAlgorithm))
+        for name, value in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
+            check_positive(name, value, optional=True)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
@@ -156,18 +139,24 @@ class SemiSupervisedGAN(LightningModule):
         self.automatic_optimization = False
         self.discriminator = discriminator
         self.generator = generator
-        self._optimizer_factories = ((d_optimizer, d_lr_scheduler), (g_optimizer, g_lr_scheduler))
-        self.configure_metrics()
+        self.d_loss = losses.DiscriminatorLoss(
+            classification, unlabeled_weight, unlabeled_entropy_weight, unlabeled_consistency_weight, d_label_smooth
+        )
+        self.g_loss = losses.GeneratorLoss(generator_loss, feature_distance, generator_target_prob)
+        self.optimizer_factories = {
+            "discriminator": (d_optimizer, d_lr_scheduler),
+            "generator": (g_optimizer, g_lr_scheduler),
+        }
+        self.multipliers = {
+            net: gradients.matched_multipliers(
+                getattr(self, net), patterns or {}, f"model.{net[0]}_gradient_multipliers"
+            )
+            for net, patterns in (("discriminator", d_gradient_multipliers), ("generator", g_gradient_multipliers))
+        }
         self.guard = NonFiniteGuard(on_nonfinite)
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
-        self.d_loss_epoch = MeanMetric()  # tefla's t-loss, for the epoch line
-        self._multipliers = {
-            name: gradients.matched_multipliers(net, patterns or {}, f"model.{name[0]}_gradient_multipliers")
-            for name, net, patterns in (
-                ("discriminator", discriminator, d_gradient_multipliers),
-                ("generator", generator, g_gradient_multipliers),
-            )
-        }
+        self.data_init_pending = False  # data_dependent_init: set when fit starts, cleared once done
+        self.configure_metrics()
 
     def configure_metrics(self) -> None:
         hp = self.hparams
@@ -202,109 +191,112 @@ class SemiSupervisedGAN(LightningModule):
             "class_names": getattr(datamodule, "class_names", None),
         }
 
+    def make_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
+        """The discriminator's and the generator's optimizers, from the configured factories."""
+        (make_d, _), (make_g, _) = self.optimizer_factories.values()
+        return make_d(self.discriminator.parameters()), make_g(self.generator.parameters())
+
     def configure_optimizers(self) -> Any:
-        (make_d_opt, make_d_sched), (make_g_opt, make_g_sched) = self._optimizer_factories
-        d_opt, g_opt = make_d_opt(self.discriminator.parameters()), make_g_opt(self.generator.parameters())
-        schedulers = [make(opt) for make, opt in ((make_d_sched, d_opt), (make_g_sched, g_opt)) if make is not None]
+        optimizers = self.make_optimizers()
+        factories = [make for _, make in self.optimizer_factories.values()]
+        schedulers = [make(opt) for make, opt in zip(factories, optimizers, strict=True) if make is not None]
         for scheduler in schedulers:
             if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
                 raise ConfigError("ReduceLROnPlateau is not supported: the module steps schedulers without a metric")
             if isinstance(scheduler, RunLengthSchedule):
                 scheduler.set_run_length(run_length(self.trainer, self.hparams["lr_scheduler_interval"]))
-        return [d_opt, g_opt], schedulers
+        return list(optimizers), schedulers
+
+    def network_of(self, optimizer: torch.optim.Optimizer) -> Network:
+        """Which network ``optimizer`` (one of ``trainer.optimizers``, as hooks receive it) steps."""
+        d_opt, g_opt = self.trainer.optimizers
+        if optimizer is d_opt:
+            return "discriminator"
+        if optimizer is g_opt:
+            return "generator"
+        raise ValueError("not one of this model's optimizers")
 
     def forward(self, x: Tensor) -> Tensor:
         """``(N, K)`` class logits (regression: ``(N,)`` values) of images ``(N, C, H, W)``."""
-        return self.heads(self.discriminator(x).logits)[0]
+        return self.heads(self.discriminator(x).logits).predicted
 
-    def heads(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+    def heads(self, logits: Tensor) -> Heads:
         """The discriminator output's prediction head and real/fake logit (:func:`losses.heads`)."""
         return losses.heads(logits, self.hparams["classification"], self.discriminator.explicit_fake)
 
     # -- training -------------------------------------------------------------------------
-    def training_step(self, batch: Batch, batch_idx: int) -> None:
-        x_lab, y_lab = batch["labeled"]
-        x_unl, _ = batch["unlabeled"]
-        x_unl_g, _ = batch["unlabeled_g"]
+    def training_step(self, batch: TrainingBatch, batch_idx: int) -> Tensor | None:
+        """One discriminator step, then one generator step on an independent unlabeled batch.
+
+        Returns:
+            The discriminator's loss (tefla's t-loss, for the epoch line), or None for a batch
+            dropped for a non-finite loss (``on_nonfinite: skip``).
+        """
+        (x_lab, y_lab), (x_unl, _), (x_unl_g, _) = batch["labeled"], batch["unlabeled"], batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
-        hp = self.hparams
-        n_unl = len(x_unl)
         where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
         log_now = self._logging_now()  # before the steps advance global_step
-        if hp["data_dependent_init"] and not hp["weights_from"] and self.global_step == 0:
-            init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
-
-        # Discriminator step: one forward over labeled, unlabeled and (detached) generated images
-        # (and the unlabeled ones again, under other noise, for the consistency term).
+        if self.data_init_pending:
+            self.init_from_data(x_lab, x_unl)
         with self._training(d_opt):
-            with torch.no_grad():
-                x_fake = self.generator(self.generator.sample_latent(n_unl, self.noise_rng))
-            images = [x_lab, x_unl, x_fake, *([x_unl] if hp["unlabeled_consistency_weight"] else [])]
-            logits = self.discriminator(torch.cat(images)).logits
-            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split([len(x) for x in images])
-            predicted, _ = self.heads(logits_lab)
-            (class_unl, gan_unl), gan_fake = self.heads(logits_unl), self.heads(logits_fake)[1]
-            d_loss_labeled = losses.d_loss_labeled(predicted, y_lab, hp["classification"])
-            d_loss_real = losses.d_loss_real(gan_unl, hp["d_label_smooth"])
-            d_loss_fake = losses.d_loss_fake(gan_fake)
-            d_loss = d_loss_labeled + hp["unlabeled_weight"] * (d_loss_real + d_loss_fake)
-            labeled_term = "d_loss_class" if hp["classification"] else "d_loss_mse"
-            terms = {labeled_term: d_loss_labeled, "d_loss_real": d_loss_real, "d_loss_fake": d_loss_fake}
-            if hp["unlabeled_entropy_weight"]:
-                terms["d_entropy"] = losses.conditional_entropy(class_unl)
-                d_loss = d_loss + hp["unlabeled_entropy_weight"] * terms["d_entropy"]
-            if logits_unl_again:
-                terms["d_consistency"] = losses.consistency(class_unl, self.heads(logits_unl_again[0])[0])
-                d_loss = d_loss + hp["unlabeled_consistency_weight"] * terms["d_consistency"]
-            if not self.guard.finite(d_loss, terms, where, self.trainer.strategy):
-                return
-            self._backward(d_loss)
-            d_opt.step()
-        self.d_loss_epoch.update(d_loss.detach())
-
-        # Generator step, on an independent unlabeled batch; D is frozen.
+            d_loss, heads = self.discriminator_losses(x_lab, y_lab, x_unl)
+            if not self._optimize(d_opt, d_loss, where):
+                return None
         with self._training(g_opt):
-            x_fake = self.generator(self.generator.sample_latent(len(x_unl_g), self.noise_rng))
-            if hp["generator_loss"] == "feature_matching":
-                with frozen_weights(self.discriminator):  # D's norms once for its two passes
-                    with torch.no_grad():  # the real side needs no backward pass
-                        real_features = self.discriminator(x_unl_g).features
-                    fake_features = self.discriminator(x_fake).features
-                g_loss = losses.feature_matching(real_features, fake_features, hp["feature_distance"])
-            else:
-                gan_g = self.heads(self.discriminator(x_fake).logits)[1]
-                g_loss = losses.g_loss_sigmoid_kl(gan_g, hp["generator_target_prob"])
-            if not self.guard.finite(g_loss, {"g_loss": g_loss}, where, self.trainer.strategy):
-                return
-            self._backward(g_loss)
-            with step_not_counted(g_opt):  # one global step per batch, not per optimizer step
-                g_opt.step()
-
-        if hp["lr_scheduler_interval"] == "step":
+            g_loss = self.generator_losses(x_unl_g)
+            if not self._optimize(g_opt, g_loss, where, counted=False):
+                return None
+        if self.hparams["lr_scheduler_interval"] == "step":
             self._step_schedulers()
         if log_now:
-            if hp["classification"]:
-                labeled = {"train/acc": (predicted.argmax(1) == y_lab).float().mean()}
-            else:
-                labeled = {"train/mae": (predicted - y_lab).abs().mean()}
-            self.log_dict(
-                {
-                    **{f"train/{name}": value for name, value in terms.items()},
-                    "train/g_loss": g_loss,
-                    **labeled,
-                    "train/d_real": torch.sigmoid(gan_unl).mean(),
-                    "train/d_fake": torch.sigmoid(gan_fake).mean(),
-                    "train/d_lr": d_opt.param_groups[0]["lr"],
-                    "train/g_lr": g_opt.param_groups[0]["lr"],
-                    "train/skipped_steps": float(self.guard.skipped),
-                },
-                sync_dist=self.trainer.world_size > 1,
-            )
+            self._log_training(d_loss, g_loss, heads, y_lab, d_opt, g_opt)
+        return d_loss.total.detach()
 
-    def _backward(self, loss: Tensor) -> None:
+    def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
+        """The discriminator's loss, from one forward over the labeled, unlabeled and generated
+        (detached) images, and the unlabeled ones again, under other noise, for the consistency
+        term; and the heads of each part (``labeled``, ``unlabeled``, ``fake``)."""
+        with torch.no_grad():
+            x_fake = self.generator(self.generator.sample_latent(len(x_unl), self.noise_rng))
+        images = {"labeled": x_lab, "unlabeled": x_unl, "fake": x_fake}
+        if self.d_loss.needs_second_pass:
+            images["unlabeled_again"] = x_unl
+        logits = self.discriminator(torch.cat(list(images.values()))).logits
+        parts = logits.split([len(x) for x in images.values()])
+        heads = {name: self.heads(part) for name, part in zip(images, parts, strict=True)}
+        loss = self.d_loss(heads["labeled"], y_lab, heads["unlabeled"], heads["fake"], heads.get("unlabeled_again"))
+        return loss, heads
+
+    def generator_losses(self, x_unl_g: Tensor) -> LossParts:
+        """The generator's loss on fresh samples: feature matching against the unlabeled batch
+        ``x_unl_g`` (D's normalised weights computed once for its two passes), or D's P(real)."""
+        x_fake = self.generator(self.generator.sample_latent(len(x_unl_g), self.noise_rng))
+        if not self.g_loss.matches_features:
+            return self.g_loss(None, None, self.heads(self.discriminator(x_fake).logits).gan)
+        with frozen_weights(self.discriminator):
+            with torch.no_grad():  # the real side needs no backward pass
+                real_features = self.discriminator(x_unl_g).features
+            fake_features = self.discriminator(x_fake).features
+        return self.g_loss(real_features, fake_features, None)
+
+    def init_from_data(self, x_lab: Tensor, x_unl: Tensor) -> None:
+        """``data_dependent_init``: D's weight-normalised layers set from the first batch, once."""
+        init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
+        self.data_init_pending = False
+
+    def _optimize(self, opt: LightningOptimizer, loss: LossParts, where: str, counted: bool = True) -> bool:
+        """Backward and step, unless the loss is not finite (then False: skip, or raise)."""
+        if not self.guard.finite(loss.total, loss.terms, where, self.trainer.strategy):
+            return False
         # under DDP, each network's gradients are averaged once, in on_before_optimizer_step
         with gradients.no_ddp_sync(self.trainer):
-            self.manual_backward(loss)
+            self.manual_backward(loss.total)
+        if counted:
+            opt.step()
+        else:
+            with step_not_counted(opt):  # one global step per batch, not per optimizer step
+                opt.step()
+        return True
 
     @contextmanager
     def _training(self, opt: LightningOptimizer) -> Iterator[None]:
@@ -319,13 +311,39 @@ class SemiSupervisedGAN(LightningModule):
         every: int = getattr(self.trainer, "log_every_n_steps", 0)
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
+    def _log_training(
+        self,
+        d_loss: LossParts,
+        g_loss: LossParts,
+        heads: dict[str, Heads],
+        labels: Tensor,
+        d_opt: LightningOptimizer,
+        g_opt: LightningOptimizer,
+    ) -> None:
+        predicted = heads["labeled"].predicted
+        if self.hparams["classification"]:
+            labeled = {"train/acc": (predicted.argmax(1) == labels).float().mean()}
+        else:
+            labeled = {"train/mae": (predicted - labels).abs().mean()}
+        self.log_dict(
+            {
+                **{f"train/{name}": value for name, value in {**d_loss.terms, **g_loss.terms}.items()},
+                **labeled,
+                "train/d_real": torch.sigmoid(heads["unlabeled"].gan).mean(),
+                "train/d_fake": torch.sigmoid(heads["fake"].gan).mean(),
+                "train/d_lr": d_opt.param_groups[0]["lr"],
+                "train/g_lr": g_opt.param_groups[0]["lr"],
+                "train/skipped_steps": float(self.guard.skipped),
+            },
+            sync_dist=self.trainer.world_size > 1,
+        )
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Here the AMP scaler has already unscaled the gradients (not so in training_step).
-        d_opt, _ = self.trainer.optimizers
-        net = "discriminator" if optimizer is d_opt else "generator"
+        net = self.network_of(optimizer)
         params = [p for group in optimizer.param_groups for p in group["params"]]
         gradients.ddp_average(params, self.trainer)
-        gradients.multiply(self._multipliers[net])
+        gradients.multiply(self.multipliers[net])
         clip_val, algorithm = self.hparams[f"{net[0]}_clip_val"], self.hparams["clip_algorithm"]
         if clip_val is not None and algorithm == "norm_per_tensor":
             gradients.clip_per_tensor(params, clip_val)
@@ -344,14 +362,16 @@ class SemiSupervisedGAN(LightningModule):
         if self.hparams["lr_scheduler_interval"] == "epoch":
             self._step_schedulers()
 
-    def on_train_epoch_start(self) -> None:
-        self.d_loss_epoch.reset()
-
     def on_fit_start(self) -> None:
         self.noise_rng = torch.Generator(device=self.device)  # each process its own latent codes
         self.noise_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()) + self.global_rank)
-        if self.hparams["weights_from"] and self.trainer.ckpt_path is None:
-            load_matching_weights(self, self.hparams["weights_from"])
+        fresh, hp = self.trainer.ckpt_path is None, self.hparams
+        if hp["weights_from"] and fresh:
+            load_matching_weights(self, hp["weights_from"])
+        # once, before the first step of a run from scratch (weights_from replaces it)
+        self.data_init_pending = (
+            hp["data_dependent_init"] and not hp["weights_from"] and fresh and self.global_step == 0
+        )
 
     def on_train_start(self) -> None:
         # A checkpoint saved after an epoch's last batch, but before the epoch's end, resumes into

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 from pathlib import Path
 
-from lit_ssgan.images import make_grid, save_png
+from lit_ssgan.checkpoint import load_checkpoint_file
+from lit_ssgan.errors import check_positive, exit_on_user_error
+from lit_ssgan.images import make_grid, save_grid
 from lit_ssgan.module import SemiSupervisedGAN
 
 
@@ -15,12 +15,12 @@ def write_sample_grid(ckpt_path: str | Path, out: str | Path, num_images: int = 
     """Writes ``num_images`` images of the checkpoint's generator (latent codes drawn with
     ``seed``) as one grid PNG at ``out``; images under 32 px are enlarged. The checkpoint must be
     one the ``lit-ssgan`` command wrote (it holds the networks' config); it is loaded safely."""
-    if num_images < 1:
-        raise ValueError(f"num_images must be positive, got {num_images}")
+    check_positive("num_images", num_images)
+    load_checkpoint_file(ckpt_path)  # a missing, corrupt or unsafe file gets its own message
     model = SemiSupervisedGAN.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
     images = model.generator.sample_images(num_images, seed=seed).float()
     out = Path(out)
-    save_png(make_grid(images), out, scale=max(1, 32 // images.shape[-1]))
+    save_grid(make_grid(images), images.shape[-1], out)
     return out
 
 
@@ -31,16 +31,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--num_images", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
     args = parser.parse_args(argv)
-    from lit_ssgan.checkpoint import load_checkpoint_file
-    from lit_ssgan.errors import UserError
-
-    try:
-        load_checkpoint_file(args.ckpt_path)  # a missing, corrupt or unsafe file gets its own message
+    with exit_on_user_error(parser.prog):
         out = write_sample_grid(args.ckpt_path, args.out, args.num_images, args.seed)
-    except (UserError, ValueError) as err:
-        if os.environ.get("LIT_SSGAN_TRACEBACK"):
-            raise
-        sys.exit(f"lit-ssgan-samples: error: {err}")
     print(f"{args.num_images} generated images written to {out}")
 
 

@@ -7,8 +7,11 @@ from typing import Any
 
 import lightning
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
+
+from lit_ssgan.callbacks.served import served_gan
 
 
 class EpochLine(Callback):
@@ -16,7 +19,8 @@ class EpochLine(Callback):
 
         Epoch 3 [(1300, 200) images, 1.4s]: t-loss: 1.234, v-loss: 0.085, acc: 0.915, error: 0.085
 
-    ``t-loss`` is the epoch's mean discriminator loss; ``v-loss`` the validation top-1 error
+    ``t-loss`` is the epoch's mean discriminator loss (what ``training_step`` returns; a batch
+    skipped for a non-finite loss returns none); ``v-loss`` the validation top-1 error
     (regression: the RMSE); then each validation score. An epoch without validation gets the line
     at its end, without them. The image counts are the unlabeled
     training images and the validation images of the epoch, over all processes; the time runs
@@ -28,40 +32,59 @@ class EpochLine(Callback):
         self._start = time.monotonic()
         self._train_images = 0
         self._val_images = 0
+        self._d_loss_sum: torch.Tensor | float = 0.0
+        self._d_loss_batches = 0
         self._reported_epoch = -1
 
-    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._start, self._train_images = time.monotonic(), 0
+        self._d_loss_sum, self._d_loss_batches = 0.0, 0
 
     def on_train_batch_end(
-        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+        self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         self._train_images += len(batch["unlabeled"][0])
+        if isinstance(outputs, dict) and "loss" in outputs:  # no host sync: summed on the device
+            self._d_loss_sum = outputs["loss"].double() + self._d_loss_sum
+            self._d_loss_batches += 1
 
-    def on_validation_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_validation_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._val_images = 0
 
     def on_validation_batch_end(
-        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int, dataloader_idx: int = 0
+        self,
+        trainer: lightning.Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         self._val_images += len(batch[0])
 
-    def on_validation_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_validation_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or trainer.state.fn != "fit":
             return
-        scores = {name: float(value) for name, value in pl_module.val_metrics.compute().items()}
+        scores = {name: float(value) for name, value in served_gan(pl_module, self).val_metrics.compute().items()}
         self._report(trainer, pl_module, scores)
 
-    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         if self._reported_epoch != trainer.current_epoch:  # no validation this epoch: the line without it
             self._val_images = 0
             self._report(trainer, pl_module, {})
 
-    def _report(self, trainer: lightning.Trainer, pl_module: Any, scores: dict[str, float]) -> None:
+    def _report(self, trainer: lightning.Trainer, pl_module: LightningModule, scores: dict[str, float]) -> None:
         self._reported_epoch = trainer.current_epoch
-        counts = torch.tensor([self._train_images, self._val_images], dtype=torch.float64, device=pl_module.device)
-        n_train, n_val = (int(n) for n in trainer.strategy.reduce(counts, reduce_op="sum").tolist())
-        t_loss = float(pl_module.d_loss_epoch.compute())  # a collective under DDP: every process calls it
+        device = pl_module.device
+        sums = torch.stack(
+            [
+                torch.as_tensor(value, dtype=torch.float64, device=device)
+                for value in (self._train_images, self._val_images, self._d_loss_batches, self._d_loss_sum)
+            ]
+        )
+        # one all-reduce under DDP (every process calls it): the images, batches and losses of all processes
+        train_images, val_images, batches, d_loss_sum = trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        n_train, n_val, t_loss = int(train_images), int(val_images), d_loss_sum / max(batches, 1)
         v_loss = scores.get("val/error", scores.get("val/rmse"))
         line = (
             f"Epoch {trainer.current_epoch + 1} [({n_train}, {n_val}) images, {time.monotonic() - self._start:6.1f}s]"

@@ -6,9 +6,12 @@ from typing import Any
 
 import lightning
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
+
+from lit_ssgan.callbacks.served import served_gan
 
 
 class RandomState(Callback):
@@ -25,8 +28,10 @@ class RandomState(Callback):
     def __init__(self) -> None:
         self._to_restore: dict[str, Tensor] | None = None
 
-    def on_save_checkpoint(self, trainer: lightning.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
-        noise_rng: torch.Generator | None = getattr(pl_module, "noise_rng", None)
+    def on_save_checkpoint(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        noise_rng = served_gan(pl_module, self).noise_rng
         if noise_rng is None:  # not training: nothing to continue
             return
         state = {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()}
@@ -36,17 +41,20 @@ class RandomState(Callback):
         checkpoint["rng_states"] = {name: self._gathered(trainer, pl_module, s) for name, s in state.items()}
 
     @staticmethod
-    def _gathered(trainer: lightning.Trainer, pl_module: Any, state: Tensor) -> Tensor:
+    def _gathered(trainer: lightning.Trainer, pl_module: LightningModule, state: Tensor) -> Tensor:
         if trainer.world_size == 1:
             return state.unsqueeze(0)
         return trainer.strategy.all_gather(state.to(pl_module.device)).cpu()
 
-    def on_load_checkpoint(self, trainer: lightning.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+    def on_load_checkpoint(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
         self._to_restore = checkpoint.get("rng_states")
 
-    def on_train_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         states, self._to_restore = self._to_restore, None
-        if states is None:
+        noise_rng = served_gan(pl_module, self).noise_rng
+        if states is None or noise_rng is None:
             return
         rows = {name: s if s.dim() > (2 if name == "cuda" else 1) else s.unsqueeze(0) for name, s in states.items()}
         saved_by = len(rows["noise"])
@@ -56,7 +64,7 @@ class RandomState(Callback):
                 f"{trainer.world_size}: training continues, but not bit for bit as the original run would have"
             )
         row = min(trainer.global_rank, saved_by - 1)
-        pl_module.noise_rng.set_state(rows["noise"][row].clone())  # a row of its own: set_state reads the storage
+        noise_rng.set_state(rows["noise"][row].clone())  # a row of its own: set_state reads the storage
         torch.set_rng_state(rows["torch"][row].clone())
         if "cuda" in rows and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(list(rows["cuda"][row]))

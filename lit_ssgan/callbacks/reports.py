@@ -13,10 +13,12 @@ import cv2
 import lightning
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.checkpoint import write_atomically
 from lit_ssgan.errors import ConfigError
 
@@ -37,7 +39,11 @@ class PredictionsCSV(BasePredictionWriter):
         self.written: Path | None = None
 
     def write_on_epoch_end(
-        self, trainer: lightning.Trainer, pl_module: Any, predictions: Sequence[Any], batch_indices: Sequence[Any]
+        self,
+        trainer: lightning.Trainer,
+        pl_module: LightningModule,
+        predictions: Sequence[Any],
+        batch_indices: Sequence[Any],
     ) -> None:
         if trainer.world_size > 1:
             raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
@@ -79,18 +85,25 @@ class TestReport(Callback):
         self.matrix: MulticlassConfusionMatrix | None = None
         self.written: list[Path] = []
 
-    def on_test_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_test_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self.matrix = None
-        if pl_module.hparams.get("classification", True):
-            self.matrix = MulticlassConfusionMatrix(pl_module.discriminator.num_classes).to(pl_module.device)
+        gan = served_gan(pl_module, self)
+        if gan.hparams["classification"]:
+            self.matrix = MulticlassConfusionMatrix(gan.discriminator.num_classes).to(gan.device)
 
     def on_test_batch_end(
-        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int, dataloader_idx: int = 0
+        self,
+        trainer: lightning.Trainer,
+        pl_module: LightningModule,
+        outputs: Any,
+        batch: Any,
+        idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if self.matrix is not None and isinstance(outputs, Tensor):
             self.matrix.update(outputs, batch[1])
 
-    def on_test_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_test_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         if self.matrix is None:
             return
         counts = self.matrix.compute().cpu().numpy().astype(np.int64)  # synchronised under DDP

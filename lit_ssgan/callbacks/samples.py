@@ -6,9 +6,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 
-from lit_ssgan.images import make_grid, save_png
+from lit_ssgan.callbacks.served import served_gan
+from lit_ssgan.errors import check_positive
+from lit_ssgan.images import make_grid, save_grid
 
 
 class SampleGrid(Callback):
@@ -25,17 +28,15 @@ class SampleGrid(Callback):
     """
 
     def __init__(self, num_images: int = 100, every_n_epochs: int = 1) -> None:
-        if num_images < 1:
-            raise ValueError(f"num_images must be positive, got {num_images}")
-        if every_n_epochs < 1:
-            raise ValueError(f"every_n_epochs must be positive, got {every_n_epochs}")
+        check_positive("num_images", num_images)
+        check_positive("every_n_epochs", every_n_epochs)
         self.num_images = num_images
         self.every_n_epochs = every_n_epochs
 
-    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         if trainer.sanity_checking or (trainer.current_epoch + 1) % self.every_n_epochs:
             return
-        images = pl_module.generator.sample_images(self.num_images).float()
+        images = served_gan(pl_module, self).generator.sample_images(self.num_images).float()
         grid = make_grid(images)
         for logger in trainer.loggers:
             experiment: Any = getattr(logger, "experiment", None)
@@ -43,5 +44,4 @@ class SampleGrid(Callback):
                 experiment.add_image("samples", grid, trainer.current_epoch)
         log_dir = trainer.log_dir  # a broadcast under DDP: every process must ask
         if trainer.is_global_zero and log_dir:
-            path = Path(log_dir) / "samples" / f"epoch={trainer.current_epoch:03d}.png"
-            save_png(grid, path, scale=max(1, 32 // images.shape[-1]))
+            save_grid(grid, images.shape[-1], Path(log_dir) / "samples" / f"epoch={trainer.current_epoch:03d}.png")

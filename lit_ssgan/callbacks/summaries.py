@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import lightning
 import torch
+from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from lit_ssgan.callbacks.samples import SampleGrid
+from lit_ssgan.callbacks.served import served_gan
+from lit_ssgan.models.base import evaluating
+
+if TYPE_CHECKING:
+    from lit_ssgan.module import SemiSupervisedGAN
 
 
 class Summaries(SampleGrid):
@@ -38,30 +44,32 @@ class Summaries(SampleGrid):
     def _summary_epoch(self, trainer: lightning.Trainer) -> bool:
         return (trainer.current_epoch + 1) % self.every_n_epochs == 0
 
-    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._norms = {"d": [], "g": []}
         # the norms of about 20 steps an epoch make the mean, so that summaries cost no speed
         batches = trainer.num_training_batches
         self._stride = max(1, int(batches) // 20) if batches != float("inf") else 1
 
-    def on_train_batch_start(self, trainer: lightning.Trainer, pl_module: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, batch: Any, batch_idx: int
+    ) -> None:
         self._measure = self._summary_epoch(trainer) and batch_idx % self._stride == 0
 
-    def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: Any, optimizer: Any) -> None:
+    def on_before_optimizer_step(self, trainer: lightning.Trainer, pl_module: LightningModule, optimizer: Any) -> None:
         if not self._measure:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
         if grads:
-            net = "d" if optimizer is trainer.optimizers[0] else "g"
+            net = served_gan(pl_module, self).network_of(optimizer)[0]
             self._norms[net].append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach())
 
     def on_train_batch_end(
-        self, trainer: lightning.Trainer, pl_module: Any, outputs: Any, batch: Any, idx: int
+        self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if self._summary_epoch(trainer):
             self._unlabeled = batch["unlabeled"][0]
 
-    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: Any) -> None:
+    def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # the sample grid
         if trainer.sanity_checking or not self._summary_epoch(trainer):
             return
@@ -70,7 +78,7 @@ class Summaries(SampleGrid):
             logger.log_metrics(norms, step=trainer.global_step)
         if self._unlabeled is None:
             return
-        p_real = self._p_real(pl_module, self._unlabeled)
+        p_real = self._p_real(served_gan(pl_module, self), self._unlabeled)
         for logger in trainer.loggers:
             experiment: Any = getattr(logger, "experiment", None)
             if hasattr(experiment, "add_histogram") and trainer.is_global_zero:
@@ -80,14 +88,10 @@ class Summaries(SampleGrid):
 
     @staticmethod
     @torch.no_grad()
-    def _p_real(pl_module: Any, unlabeled: Tensor) -> dict[str, Tensor]:
-        discriminator = pl_module.discriminator
-        was_training = discriminator.training
-        discriminator.eval()
-        generated = pl_module.generator.sample_images(len(unlabeled), seed=1).to(unlabeled.dtype)
-        p_real = {
-            name: torch.sigmoid(pl_module.heads(discriminator(images).logits)[1]).float().cpu()
-            for name, images in (("unlabeled", unlabeled), ("generated", generated))
-        }
-        discriminator.train(was_training)
-        return p_real
+    def _p_real(gan: SemiSupervisedGAN, unlabeled: Tensor) -> dict[str, Tensor]:
+        generated = gan.generator.sample_images(len(unlabeled), seed=1).to(unlabeled.dtype)
+        with evaluating(gan.discriminator):
+            return {
+                name: torch.sigmoid(gan.heads(gan.discriminator(images).logits).gan).float().cpu()
+                for name, images in (("unlabeled", unlabeled), ("generated", generated))
+            }

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader
 from lit_ssgan.data.datasets import ImageDataset, collate_batch
 from lit_ssgan.data.loaders import ResumableDataLoader
 from lit_ssgan.data.samplers import EpochSampler, class_weights
-from lit_ssgan.errors import ConfigError
+from lit_ssgan.errors import ConfigError, check_non_negative, check_positive, check_probability
 
 UNKNOWN_LABEL = -1
 
@@ -35,12 +35,15 @@ class SemiSupervisedDataModule(LightningDataModule):
     one pass over the unlabeled set, unless ``batches_per_epoch``. Under DDP each process
     draws its own share of every epoch (together one pass) and its own labeled batches.
 
-    Subclasses set ``num_classes`` and ``image_shape`` and implement :meth:`load_train_pool`
-    and :meth:`load_test_set`.
+    Subclasses set ``num_classes`` and ``image_shape`` (before calling this ``__init__``, which
+    checks the options against them) and implement :meth:`load_train_pool` and
+    :meth:`load_test_set`; where their data comes in other parts, :meth:`load_val_set`,
+    :meth:`load_unlabeled` and :meth:`load_predict_set`. The split itself is this class's alone.
 
     Args:
         num_labeled: labeled training examples, split evenly across classes; or a list, the
-            number for each class (e.g. ``[14, 4, 4, ...]`` for an imbalanced labeled set).
+            number for each class (e.g. ``[14, 4, 4, ...]`` for an imbalanced labeled set); None:
+            every example of the pool not kept for validation.
         val_size: examples kept out of training for validation (0: no validation).
         batch_size: size of each of the labeled, unlabeled and generated batches.
         eval_batch_size: batch size for validation, test and prediction.
@@ -65,10 +68,12 @@ class SemiSupervisedDataModule(LightningDataModule):
 
     num_classes: int
     image_shape: tuple[int, int, int]
+    #: names of the classes, in the order of the network's outputs (None: the class indices)
+    class_names: list[str] | None = None
 
     def __init__(
         self,
-        num_labeled: int | list[int] = 100,
+        num_labeled: int | list[int] | None = 100,
         val_size: int = 0,
         batch_size: int = 100,
         eval_batch_size: int = 500,
@@ -85,32 +90,54 @@ class SemiSupervisedDataModule(LightningDataModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
-        if balance_ratio is None and (balance_weights is not None or final_balance_weights is not None):
-            raise ConfigError(
-                "data.balance_weights and data.final_balance_weights need data.balance_ratio (1 keeps "
-                "balance_weights; below 1 anneals them toward final_balance_weights)"
-            )
-        if balance_ratio is not None and not 0.0 <= balance_ratio <= 1.0:
-            raise ConfigError(f"balance_ratio must lie in [0, 1], got {balance_ratio}")
-        for name in ("balance_weights", "final_balance_weights"):
-            weights = self.hparams[name]
-            if weights is not None and (any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
-                raise ConfigError(f"{name} must be 0 or more, and not all 0, got {weights}")
-        for name in ("batch_size", "eval_batch_size"):
-            if self.hparams[name] < 1:
-                raise ConfigError(f"{name} must be positive, got {self.hparams[name]}")
-        if val_size < 0:
-            raise ConfigError(f"val_size must be 0 or more, got {val_size}")
-        if batches_per_epoch is not None and batches_per_epoch < 1:
-            raise ConfigError(f"batches_per_epoch must be positive, got {batches_per_epoch}")
+        self._check_options()
         self.train_transform = A.Compose(train_transforms) if train_transforms else None
         self.eval_transform = A.Compose(eval_transforms) if eval_transforms else None
         self.labeled: ImageDataset | None = None
         self.unlabeled: ImageDataset | None = None
         self.val: ImageDataset | None = None
         self.test: ImageDataset | None = None
+        self.predict: ImageDataset | None = None
         # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
         self.shuffle_seed: int | None = None
+
+    def _check_options(self) -> None:
+        """Every option, before any data is read (a subclass sets ``num_classes`` before this runs;
+        0 while a data module for test or predict waits for the classes a checkpoint records)."""
+        hp, k = self.hparams, getattr(self, "num_classes", 0)
+        for name in ("batch_size", "eval_batch_size", "batches_per_epoch"):
+            check_positive(name, hp[name], optional=name == "batches_per_epoch")
+        check_non_negative("val_size", hp["val_size"])
+        num_labeled = hp["num_labeled"]
+        if (
+            isinstance(num_labeled, list)
+            and k
+            and (len(num_labeled) != k or min(num_labeled) < 0 or sum(num_labeled) < 1)
+        ):
+            raise ConfigError(
+                f"num_labeled as a list needs one count (0 or more) for each of the {k} classes, got {num_labeled}"
+            )
+        if isinstance(num_labeled, int) and k and num_labeled < k:
+            raise ConfigError(f"num_labeled must be at least the number of classes ({k}), got {num_labeled}")
+        if hp["balance_ratio"] is None and (
+            hp["balance_weights"] is not None or hp["final_balance_weights"] is not None
+        ):
+            raise ConfigError(
+                "data.balance_weights and data.final_balance_weights need data.balance_ratio (1 keeps "
+                "balance_weights; below 1 anneals them toward final_balance_weights)"
+            )
+        if hp["balance_ratio"] is not None:
+            check_probability("balance_ratio", hp["balance_ratio"])
+        for name in ("balance_weights", "final_balance_weights"):
+            weights = hp[name]
+            if weights is not None and (any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
+                raise ConfigError(f"{name} must be 0 or more, and not all 0, got {weights}")
+            if weights is not None and k and len(weights) != k:
+                raise ConfigError(f"{name} needs one weight for each of the {k} classes, got {len(weights)}")
+
+    def class_name(self, c: int) -> str:
+        """The name of class ``c``, for messages and reports."""
+        return self.class_names[c] if self.class_names else str(c)
 
     # -- what a subclass provides ---------------------------------------------------------
     def load_train_pool(self) -> tuple[np.ndarray, np.ndarray]:
@@ -121,21 +148,41 @@ class SemiSupervisedDataModule(LightningDataModule):
         """The test set: ``(N, H, W, C)`` uint8 images and ``(N,)`` labels."""
         raise NotImplementedError
 
+    def load_val_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """A validation set of its own, or None (the default): ``val_size`` examples of the pool."""
+        return None
+
+    def load_unlabeled(self) -> np.ndarray | None:
+        """Unlabeled images beyond the pool's, ``(M, H, W, C)`` uint8, or None (the default)."""
+        return None
+
+    def load_predict_set(self) -> np.ndarray:
+        """The images ``predict`` predicts, ``(M, H, W, C)`` uint8; by default the test set's."""
+        return self.load_test_set()[0]
+
     # -- splitting ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
         if stage in ("fit", "validate") and self.labeled is None:
-            self._split(*self._checked(*self.load_train_pool(), "training pool"))
-        if stage in ("test", "predict") and self.test is None:
+            self._split()
+        if stage == "test" and self.test is None:
             images, labels = self._checked(*self.load_test_set(), "test set")
             self.test = ImageDataset(images, labels, self.eval_transform)
+        if stage == "predict" and self.predict is None:
+            images = self.load_predict_set()
+            hidden = np.full(len(images), UNKNOWN_LABEL)
+            self.predict = ImageDataset(
+                self._checked(images, hidden, "predict set", labeled=False)[0], hidden, self.eval_transform
+            )
         if self.shuffle_seed is None:
             self.shuffle_seed = int(torch.randint(0, 2**62, ()).item())
 
-    def _checked(self, images: np.ndarray, labels: np.ndarray, what: str) -> tuple[np.ndarray, np.ndarray]:
+    def _checked(
+        self, images: np.ndarray, labels: np.ndarray, what: str, labeled: bool = True
+    ) -> tuple[np.ndarray, np.ndarray]:
         c, h, w = self.image_shape
         if images.shape[1:] != (h, w, c):
             raise ConfigError(f"{what}: expected images of shape (N, {h}, {w}, {c}), got {images.shape}")
-        bad = labels[(labels < 0) | (labels >= self.num_classes)]
+        bad = labels[(labels < 0) | (labels >= self.num_classes)] if labeled else labels[:0]
         if bad.size:
             raise ConfigError(
                 f"{what}: labels must lie in [0, {self.num_classes}), found {bad.size} outside, "
@@ -143,21 +190,36 @@ class SemiSupervisedDataModule(LightningDataModule):
             )
         return images, labels
 
-    def _labeled_per_class(self, available: int) -> list[int]:
-        """How many labeled examples of each class ``num_labeled`` asks for."""
+    def _labeled_indices(self, labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+        """The labeled examples among ``candidates`` (pool indices, in random order): the first of
+        each class, as many as ``num_labeled`` asks (None: all of them), sorted.
+
+        Raises:
+            ConfigError: naming the class, if it has fewer examples than asked for.
+        """
         num_labeled, k = self.hparams["num_labeled"], self.num_classes
-        if isinstance(num_labeled, list):
-            if len(num_labeled) != k or any(n < 0 for n in num_labeled) or sum(num_labeled) < 1:
-                raise ConfigError(
-                    f"num_labeled as a list needs one count (0 or more) for each of the {k} classes, got {num_labeled}"
-                )
-            return list(num_labeled)
-        if not k <= num_labeled <= available:
+        if num_labeled is None:
+            return np.sort(candidates)
+        if isinstance(num_labeled, int) and num_labeled > len(candidates):
             raise ConfigError(
-                f"num_labeled must be between the number of classes ({k}) and the training examples "
-                f"left after the validation split ({available}), got {num_labeled}"
+                f"num_labeled ({num_labeled}) is more than the training examples left after the validation "
+                f"split ({len(candidates)})"
             )
-        return [num_labeled // k + int(c < num_labeled % k) for c in range(k)]
+        per_class = (
+            num_labeled
+            if isinstance(num_labeled, list)
+            else [num_labeled // k + int(c < num_labeled % k) for c in range(k)]
+        )
+        chosen = []
+        for c, wanted in enumerate(per_class):
+            of_class = candidates[labels[candidates] == c]
+            if len(of_class) < wanted:
+                raise ConfigError(
+                    f"num_labeled={num_labeled} needs {wanted} labeled examples of class {self.class_name(c)!r}; "
+                    f"there are {len(of_class)} after the validation split"
+                )
+            chosen.append(of_class[:wanted])
+        return np.sort(np.concatenate(chosen))
 
     def _labeled_weights(self) -> Callable[[int], np.ndarray] | None:
         """Per-epoch sampling weights of the labeled examples (class balancing), or None."""
@@ -168,9 +230,6 @@ class SemiSupervisedDataModule(LightningDataModule):
         labels = self.labeled.labels.numpy()
         counts = np.bincount(labels, minlength=k)
         given = {name: hp[name] for name in ("balance_weights", "final_balance_weights")}
-        for name, weights in given.items():
-            if weights is not None and len(weights) != k:
-                raise ConfigError(f"{name} needs one weight for each of the {k} classes, got {len(weights)}")
         # tefla's default: N / count, the inverse class frequency (0 for a class with no labels)
         inverse = np.divide(len(labels), counts, out=np.zeros(k), where=counts > 0)
         balance = np.asarray(given["balance_weights"], dtype=float) if given["balance_weights"] else inverse
@@ -179,32 +238,40 @@ class SemiSupervisedDataModule(LightningDataModule):
             raise ConfigError("balance weights give no weight to any class that has labeled examples")
         return partial(class_weights, labels, hp["balance_ratio"], balance, final)
 
-    def _split(self, images: np.ndarray, labels: np.ndarray) -> None:
+    def _split(self) -> None:
+        """The one split of every data module: validation examples (``val_size`` of the pool, drawn
+        with ``data_seed``, unless :meth:`load_val_set` gives a set of its own), the labeled examples
+        among the rest (:meth:`_labeled_indices`), and the unlabeled set: :meth:`load_unlabeled`'s
+        images, then the pool's other examples (with the labeled ones if
+        ``unlabeled_includes_labeled``), then the validation images if ``unlabeled_includes_val``."""
         hp = self.hparams
+        images, labels = self._checked(*self.load_train_pool(), "training pool")
+        separate_val = self.load_val_set()
+        if separate_val is not None and hp["val_size"]:
+            raise ConfigError("give data.val_size or a validation set of its own (data.val_dir), not both")
         if hp["val_size"] >= len(labels):
             raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
         order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
         val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
-        per_class = []
-        for c, wanted in enumerate(self._labeled_per_class(len(train_idx))):
-            of_class = train_idx[labels[train_idx] == c]
-            if len(of_class) < wanted:
-                raise ConfigError(
-                    f"num_labeled={hp['num_labeled']} needs {wanted} examples of class {c}; there are {len(of_class)}"
-                )
-            per_class.append(of_class[:wanted])
-        labeled_idx = np.sort(np.concatenate(per_class))
+        labeled_idx = self._labeled_indices(labels, train_idx)
         unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
+        if separate_val is not None:
+            val_images, val_labels = self._checked(*separate_val, "validation set")
+        else:
+            val_images, val_labels = images[val_idx], labels[val_idx]
+        extra = self.load_unlabeled()
+        parts = [*([] if extra is None else [extra]), images[unlabeled_idx]]
         if hp["unlabeled_includes_val"]:
-            unlabeled_idx = np.concatenate([unlabeled_idx, val_idx])
-        if len(unlabeled_idx) < hp["batch_size"]:
+            parts.append(val_images)
+        unlabeled = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if len(unlabeled) < hp["batch_size"]:
             raise ConfigError(
-                f"the unlabeled set ({len(unlabeled_idx)} images) is smaller than batch_size ({hp['batch_size']})"
+                f"the unlabeled set ({len(unlabeled)} images) is smaller than batch_size ({hp['batch_size']})"
             )
-        hidden = np.full(len(unlabeled_idx), UNKNOWN_LABEL)
+        hidden = np.full(len(unlabeled), UNKNOWN_LABEL)
         self.labeled = ImageDataset(images[labeled_idx], labels[labeled_idx], self.train_transform)
-        self.unlabeled = ImageDataset(images[unlabeled_idx], hidden, self.train_transform)
-        self.val = ImageDataset(images[val_idx], labels[val_idx], self.eval_transform) if len(val_idx) else None
+        self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
+        self.val = ImageDataset(val_images, val_labels, self.eval_transform) if len(val_labels) else None
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: ImageDataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
@@ -252,7 +319,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         return self._loader(self.test, self.hparams["eval_batch_size"])
 
     def predict_dataloader(self) -> DataLoader:
-        return self.test_dataloader()
+        assert self.predict is not None
+        return self._loader(self.predict, self.hparams["eval_batch_size"])
 
     # -- checkpointed state ---------------------------------------------------------------
     # (the position within an epoch is the training loaders' own state: ResumableDataLoader)

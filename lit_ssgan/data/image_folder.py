@@ -12,10 +12,8 @@ from typing import Any
 import cv2
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
-from torch.utils.data import DataLoader
 
-from lit_ssgan.data.datamodule import UNKNOWN_LABEL, SemiSupervisedDataModule
-from lit_ssgan.data.datasets import ImageDataset
+from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -124,8 +122,9 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             labels are read as floats, folder names as integers; ``num_classes`` is then the number
             of integer grades 0 … K-1 (for kappa).
         skip_bad_images: skip images that cannot be decoded (reported once) instead of stopping.
-        num_labeled: use only this many labeled images (balanced across classes); None: all.
-        val_size: images split off the labeled pool for validation when there is no ``val_dir``.
+        num_labeled: use only this many labeled images (balanced across classes), or a count for
+            each class; None: all. The others join the unlabeled set (their labels unused).
+        val_size: images split off the labeled pool for validation (not with ``val_dir``).
         **kwargs: see :class:`SemiSupervisedDataModule`.
     """
 
@@ -148,7 +147,6 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         val_size: int = 0,
         **kwargs: Any,
     ) -> None:
-        super().__init__(num_labeled=num_labeled or 0, val_size=val_size, **kwargs)
         if channels not in (1, 3):
             raise ConfigError(f"channels must be 1 or 3, got {channels}")
         if image_size < 4:
@@ -163,10 +161,12 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             if folder is not None and not folder.is_dir():
                 raise MissingFileError(f"data.{name}: no folder {folder}")
         self.csvs = {"labeled_dir": labels_csv, "val_dir": val_labels_csv, "test_dir": test_labels_csv}
+        self.numeric_labels, self.skip_bad_images = numeric_labels, skip_bad_images
+        # the classes first: the base class checks the options against them
         self.class_names = list(class_names) if class_names else self._find_class_names()
         self.num_classes = len(self.class_names)
         self.predict_files: list[str] = []  # relative to predict_dir, in prediction order
-        self.predict: ImageDataset | None = None
+        super().__init__(num_labeled=num_labeled, val_size=val_size, **kwargs)
 
     # -- labels ------------------------------------------------------------------------------
     def _find_class_names(self) -> list[str]:
@@ -174,7 +174,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         if folder is None:  # test or predict: the command takes them from the checkpoint
             return []
         names = sorted({label for _, label in self._labeled_files("labeled_dir")}, key=self._sort_key)
-        if self.hparams["numeric_labels"]:
+        if self.numeric_labels:
             return [str(g) for g in range(int(max(float(n) for n in names)) + 1)]
         return names
 
@@ -230,12 +230,12 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         return files
 
     def _label_values(self, labels: list[str], where: str) -> np.ndarray:
-        if self.hparams["numeric_labels"]:
+        if self.numeric_labels:
             try:
                 return np.asarray([float(label) for label in labels], dtype=np.float32)
             except ValueError as err:
                 raise ConfigError(f"{where}: numeric_labels is set but a label is not a number ({err})") from None
-        index = {name: i for i, name in enumerate(self.class_names)}
+        index = {name: i for i, name in enumerate(self.class_names or [])}
         unknown = sorted(set(labels) - set(index))
         if unknown:
             raise ConfigError(f"{where}: unknown labels {unknown[:5]}; the classes are {self.class_names}")
@@ -246,7 +246,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         if not paths:
             raise ConfigError(f"{what}: no images ({', '.join(IMAGE_SUFFIXES)})")
         c, size, _ = self.image_shape
-        images, kept, bad = read_images(paths, size, c, self.hparams["skip_bad_images"])
+        images, kept, bad = read_images(paths, size, c, self.skip_bad_images)
         if bad:
             names = ", ".join(str(p) for p in bad[:3])
             rank_zero_warn(f"{what}: skipped {len(bad)} unreadable images, e.g. {names}")
@@ -254,69 +254,44 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             raise ConfigError(f"{what}: none of the images could be read")
         return images, kept
 
-    def _labeled(self, which: str) -> ImageDataset:
+    def _labeled(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         files = self._labeled_files(which)
         images, kept = self._read([p for p, _ in files], f"data.{which}")
-        labels = self._label_values([files[i][1] for i in kept], f"data.{which}")
-        transform = self.train_transform if which == "labeled_dir" else self.eval_transform
-        return ImageDataset(images, labels, transform)
+        return images, self._label_values([files[i][1] for i in kept], f"data.{which}")
+
+    def _folder(self, which: str, needed_by: str) -> Path:
+        folder = self.dirs[which]
+        if folder is None:
+            raise ConfigError(f"{needed_by} needs data.{which}")
+        return folder
+
+    # -- the parts the base class splits and serves -------------------------------------------
+    def load_train_pool(self) -> tuple[np.ndarray, np.ndarray]:
+        self._folder("labeled_dir", "fit")
+        return self._labeled("labeled_dir")
+
+    def load_val_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+        return self._labeled("val_dir") if self.dirs["val_dir"] is not None else None
+
+    def load_unlabeled(self) -> np.ndarray:
+        folder = self._folder("unlabeled_dir", "fit")
+        return self._read(list_images(folder), f"data.unlabeled_dir {folder}")[0]
+
+    def load_test_set(self) -> tuple[np.ndarray, np.ndarray]:
+        self._folder("test_dir", "test")
+        return self._labeled("test_dir")
+
+    def load_predict_set(self) -> np.ndarray:
+        root = self._folder("predict_dir", "predict")
+        files = list_images(root)
+        images, kept = self._read(files, f"data.predict_dir {root}")
+        self.predict_files = [files[i].relative_to(root).as_posix() for i in kept]
+        return images
 
     def setup(self, stage: str) -> None:
         if not self.class_names:
             raise ConfigError("no classes: give data.labeled_dir, data.class_names, or a checkpoint that records them")
-        if stage in ("fit", "validate") and self.labeled is None:
-            self._setup_fit()
-        if stage == "test" and self.test is None:
-            if self.dirs["test_dir"] is None:
-                raise ConfigError("test needs data.test_dir")
-            self.test = self._labeled("test_dir")
-        if stage == "predict" and self.predict is None:
-            if self.dirs["predict_dir"] is None:
-                raise ConfigError("predict needs data.predict_dir")
-            files = list_images(self.dirs["predict_dir"])
-            images, kept = self._read(files, f"data.predict_dir {self.dirs['predict_dir']}")
-            root = self.dirs["predict_dir"]
-            self.predict_files = [files[i].relative_to(root).as_posix() for i in kept]
-            self.predict = ImageDataset(images, np.full(len(kept), UNKNOWN_LABEL), self.eval_transform)
-        super().setup("other")  # the shuffle seed
-
-    def _setup_fit(self) -> None:
-        hp = self.hparams
-        if self.dirs["labeled_dir"] is None or self.dirs["unlabeled_dir"] is None:
-            raise ConfigError("fit needs data.labeled_dir and data.unlabeled_dir")
-        pool = self._labeled("labeled_dir")
-        order = np.random.default_rng(hp["data_seed"]).permutation(len(pool))
-        if self.dirs["val_dir"] is not None:
-            val_idx, train_idx = order[:0], order
-            self.val = self._labeled("val_dir")
-        else:
-            if hp["val_size"] >= len(pool):
-                raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the labeled images ({len(pool)})")
-            val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
-            self.val = ImageDataset(pool.images[val_idx], pool.labels.numpy()[val_idx], self.eval_transform)
-            self.val = self.val if len(val_idx) else None
-        if hp["num_labeled"]:
-            labels = pool.labels.numpy()
-            per_class = self._labeled_per_class(len(train_idx))
-            train_idx = np.concatenate([train_idx[labels[train_idx] == c][:n] for c, n in enumerate(per_class)])
-        labels = pool.labels.numpy()[np.sort(train_idx)]
-        self.labeled = ImageDataset(pool.images[np.sort(train_idx)], labels, self.train_transform)
-        unlabeled, _ = self._read(
-            list_images(self.dirs["unlabeled_dir"]), f"data.unlabeled_dir {self.dirs['unlabeled_dir']}"
-        )
-        parts = [unlabeled]
-        if hp["unlabeled_includes_labeled"]:
-            parts.append(self.labeled.images)
-        if hp["unlabeled_includes_val"] and self.val is not None:
-            parts.append(self.val.images)
-        images = np.concatenate(parts)
-        if len(images) < hp["batch_size"]:
-            raise ConfigError(f"the unlabeled images ({len(images)}) are fewer than batch_size ({hp['batch_size']})")
-        self.unlabeled = ImageDataset(images, np.full(len(images), UNKNOWN_LABEL), self.train_transform)
-
-    def predict_dataloader(self) -> DataLoader:
-        assert self.predict is not None
-        return self._loader(self.predict, self.hparams["eval_batch_size"])
+        super().setup(stage)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "class_names": self.class_names}

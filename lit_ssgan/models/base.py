@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import NamedTuple
 
 import torch
@@ -76,12 +78,51 @@ class Generator(nn.Module):
     def sample_images(self, n: int, seed: int = 0) -> Tensor:
         """``(n, C, H, W)`` images from fixed latent codes (drawn with ``seed``, whatever the global
         RNG), in eval mode (batch norm uses its running statistics)."""
-        was_training = self.training
-        self.eval()
         z = torch.rand(n, self.latent_dim, generator=torch.Generator().manual_seed(seed))
-        images = self(z.to(next(self.parameters()).device))
-        self.train(was_training)
-        return images
+        with evaluating(self):
+            return self(z.to(next(self.parameters()).device))
+
+
+@contextmanager
+def evaluating(*modules: nn.Module) -> Iterator[None]:
+    """Puts ``modules`` in eval mode inside the block, and back in the mode each was in after it,
+    also when the block raises.
+
+    Example:
+        >>> net = nn.Dropout()
+        >>> with evaluating(net):
+        ...     net.training
+        False
+        >>> net.training
+        True
+    """
+    modes = [module.training for module in modules]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for module, mode in zip(modules, modes, strict=True):
+            module.train(mode)
+
+
+def check_pair(discriminator: Discriminator, generator: Generator, classification: bool) -> None:
+    """Refuses a discriminator and a generator that cannot be trained together on the task.
+
+    Raises:
+        ConfigError: if the discriminator's head does not fit ``classification``, or the generator
+            makes images of another shape than the discriminator takes.
+    """
+    if discriminator.regression == classification:
+        raise ConfigError(
+            f"model.classification is {classification} but the discriminator was built with regression: "
+            f"{discriminator.regression} (the command links them; from Python, pass both)"
+        )
+    if discriminator.image_shape != generator.image_shape:
+        raise ConfigError(
+            f"image_shape differs: the discriminator takes {discriminator.image_shape} but the generator "
+            f"makes {generator.image_shape}"
+        )
 
 
 def _check_image_shape(image_shape: tuple[int, int, int]) -> None:
