@@ -3,9 +3,10 @@
 Each run builds the model, data module and Trainer from ``configs/mnist.yaml`` exactly as
 ``lit-ssgan fit`` does, trains for ``--epochs``, and records per epoch the training time
 (first batch to last, without validation and checkpointing) and the test error of the raw
-and of the EMA-averaged weights. Before each run, a plain PyTorch loop (no Lightning) does
-the identical work for ``--plain-batches`` batches — the package's networks, losses, fused
-Adam, EMA update and batch composition — so the ratio shows what the package costs on top.
+and of the EMA-averaged weights. Before each run, a plain PyTorch loop (no Lightning) runs the
+module's own loss code (``discriminator_losses``, ``generator_losses``) for ``--plain-batches``
+batches, with its optimizers, the EMA update and the same batches — so the ratio shows what
+Lightning and the module's bookkeeping cost on top of the same algorithm.
 
     python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 20 --seeds 1 2 3
     python benchmarks/mnist.py --data-dir ../shared/data/mnist --epochs 2 --precision bf16-mixed
@@ -24,17 +25,18 @@ import json
 import statistics
 import time
 import warnings
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
-from lit_ssgan import losses
+from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.callbacks import EMA, ema_with_warmup
 from lit_ssgan.cli import cli
-from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
+from lit_ssgan.models.base import evaluating
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist.yaml"
@@ -60,7 +62,6 @@ class EpochRecorder(Callback):
     def on_train_start(self, trainer: Trainer, pl_module: LightningModule) -> None:
         if self.ema_decays:
             self.val_images, self.val_labels = trainer.datamodule.val.__getitems__(range(len(trainer.datamodule.val)))
-            # the discriminator is the classifier (MNIST: no explicit fake class, so its logits)
             self.averaged = [copy.deepcopy(pl_module.discriminator) for _ in self.ema_decays]
             self.num_averaged = torch.tensor(0)
 
@@ -82,11 +83,15 @@ class EpochRecorder(Callback):
         if "val/error" in trainer.callback_metrics:
             record["val_error"] = float(trainer.callback_metrics["val/error"])
         record["test_error"] = self.error(pl_module)
-        ema = find_ema(trainer)
-        if ema is not None and ema._average_model is not None:
-            record["test_error_ema"] = self.error(ema._average_model.module)
+        average = ema_weights(trainer, pl_module)
+        if average is not None:
+            averaged = copy.deepcopy(pl_module.discriminator)
+            averaged.load_state_dict(
+                {k.removeprefix("discriminator."): v for k, v in average.items() if k.startswith("discriminator.")}
+            )
+            record["test_error_ema"] = self.error(Classifier(pl_module, averaged))
         for decay, model in zip(self.ema_decays, self.averaged, strict=True):
-            classifier = Logits(model)
+            classifier = Classifier(pl_module, model)
             record[f"val_error_ema_{decay}"] = self.error(classifier, self.val_images, self.val_labels)
             record[f"test_error_ema_{decay}"] = self.error(classifier)
         self.epochs.append(record)
@@ -98,34 +103,52 @@ class EpochRecorder(Callback):
         """The error on ``images`` and ``labels`` (default: the test set)."""
         if images is None or labels is None:
             images, labels = self.test_images, self.test_labels
-        was_training = model.training
-        model.eval()
-        wrong = sum(
-            (model(x).argmax(1) != y).sum().item() for x, y in zip(images.split(1000), labels.split(1000), strict=True)
-        )
-        model.train(was_training)
+        with evaluating(model):
+            wrong = sum(
+                (model(x).argmax(1) != y).sum().item()
+                for x, y in zip(images.split(1000), labels.split(1000), strict=True)
+            )
         return wrong / len(labels)
 
 
-class Logits(torch.nn.Module):
-    """A discriminator's class logits."""
+class Classifier(torch.nn.Module):
+    """Another copy of the model's discriminator as the model classifies with it (its heads)."""
 
-    def __init__(self, discriminator: torch.nn.Module) -> None:
+    def __init__(self, model: LightningModule, discriminator: torch.nn.Module) -> None:
         super().__init__()
-        self.discriminator = discriminator
+        self.heads, self.discriminator = model.heads, discriminator
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.discriminator(x).logits
+        return self.heads(self.discriminator(x).logits).predicted
 
 
-def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
-    """Seconds for ``num_batches`` of the module's training step (after 20 untimed warm-up
-    batches), written as a plain PyTorch loop: same networks, losses (the consistency term
-    included; not the conditional entropy), optimizers, EMA update and batch composition. The
-    epoch must hold ``num_batches + 20`` batches."""
-    D, G, hp = model.discriminator, model.generator, model.hparams
-    (make_d_opt, _), (make_g_opt, _) = model._optimizer_factories
-    d_opt, g_opt = make_d_opt(D.parameters()), make_g_opt(G.parameters())
+@contextmanager
+def frozen(network: torch.nn.Module) -> Iterator[None]:
+    """No gradients for ``network`` inside the block (what ``toggled_optimizer`` does for the other one)."""
+    for p in network.parameters():
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in network.parameters():
+            p.requires_grad_(True)
+
+
+def plain_loop(model: SemiSupervisedGAN, dm: Any, ema_decay: float | None, num_batches: int, precision: str) -> float:
+    """Seconds for ``num_batches`` of the module's training step without Lightning (after 20
+    untimed warm-up batches): the module's own ``discriminator_losses`` and ``generator_losses``
+    (so its networks, heads and every loss term the config turns on), its optimizers, plain
+    backward and step, the EMA update, and the data module's batches. The epoch must hold
+    ``num_batches + 20`` batches.
+
+    It does not clip or multiply gradients (in the module that is Lightning's ``clip_gradients``),
+    so it refuses configs that do, rather than time a different algorithm.
+    """
+    hp = model.hparams
+    if hp["d_clip_val"] or hp["g_clip_val"] or any(model.multipliers.values()):
+        raise ValueError("the plain twin does not clip or multiply gradients: use --plain-batches 0 with this config")
+    D, G = model.discriminator, model.generator
+    d_opt, g_opt = model.make_optimizers()
     if ema_decay is not None:
         ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
     loaders = dm.train_dataloader()
@@ -133,48 +156,27 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
     if len(loaders["unlabeled"]) < warmup + num_batches:
         raise ValueError(f"--plain-batches {num_batches} needs epochs of at least {warmup + num_batches} batches")
     autocast = torch.autocast("cpu", torch.bfloat16) if precision == "bf16-mixed" else nullcontext()
-    noise = torch.Generator().manual_seed(0)
+    model.noise_rng = torch.Generator().manual_seed(0)
     batches = zip(*loaders.values(), strict=True)
     for i, ((x_lab, y_lab), (x_unl, _), (x_unl_g, _)) in enumerate(batches):
         if i == warmup:
             start = time.perf_counter()
         if i == warmup + num_batches:
             break
-        if i == 0 and hp.data_dependent_init:
-            init_weight_norm_from_data(D, torch.cat([x_lab, x_unl]))
-        for p in G.parameters():
-            p.requires_grad_(False)
-        with autocast:
-            with torch.no_grad():
-                x_fake = G(G.sample_latent(len(x_unl), noise))
-            images = [x_lab, x_unl, x_fake, *([x_unl] if hp.unlabeled_consistency_weight else [])]
-            logits = D(torch.cat(images)).logits
-            logits_lab, logits_unl, logits_fake, *logits_unl_again = logits.split([len(x) for x in images])
-            d_loss = losses.d_loss_labeled(logits_lab, y_lab) + hp.unlabeled_weight * (
-                losses.d_loss_real(losses.gan_logits(logits_unl), hp.d_label_smooth)
-                + losses.d_loss_fake(losses.gan_logits(logits_fake))
-            )
-            if hp.unlabeled_consistency_weight:
-                d_loss = d_loss + hp.unlabeled_consistency_weight * losses.consistency(logits_unl, logits_unl_again[0])
-        d_loss.backward()
+        if i == 0 and hp["data_dependent_init"]:
+            model.init_from_data(x_lab, x_unl)
+        with frozen(G):
+            with autocast:
+                d_loss, _ = model.discriminator_losses(x_lab, y_lab, x_unl)
+            d_loss.total.backward()
         d_opt.step()
         d_opt.zero_grad(set_to_none=True)
-        for p in G.parameters():
-            p.requires_grad_(True)
-        for p in D.parameters():
-            p.requires_grad_(False)
-        with autocast:
-            x_fake = G(G.sample_latent(len(x_unl_g), noise))
-            with frozen_weights(D):
-                with torch.no_grad():
-                    real_features = D(x_unl_g).features
-                fake_features = D(x_fake).features
-            g_loss = losses.feature_matching(real_features, fake_features, hp.feature_distance)
-        g_loss.backward()
+        with frozen(D):
+            with autocast:
+                g_loss = model.generator_losses(x_unl_g)
+            g_loss.total.backward()
         g_opt.step()
         g_opt.zero_grad(set_to_none=True)
-        for p in D.parameters():
-            p.requires_grad_(True)
         if ema_decay is not None:
             ema.update_parameters(model)
     return time.perf_counter() - start
@@ -182,6 +184,17 @@ def plain_loop(model: Any, dm: Any, ema_decay: float | None, num_batches: int, p
 
 def find_ema(trainer: Trainer) -> EMA | None:
     return next((c for c in trainer.callbacks if isinstance(c, EMA)), None)  # type: ignore[attr-defined]
+
+
+def ema_weights(trainer: Trainer, pl_module: LightningModule) -> dict[str, torch.Tensor] | None:
+    """The EMA average of the weights, as a checkpoint holds it (through the callback's public
+    ``on_save_checkpoint``, which puts the average in ``state_dict``), or None without EMA."""
+    ema = find_ema(trainer)
+    if ema is None:
+        return None
+    checkpoint: dict[str, Any] = {"state_dict": pl_module.state_dict()}
+    ema.on_save_checkpoint(trainer, pl_module, checkpoint)
+    return checkpoint["state_dict"] if "current_model_state" in checkpoint else None
 
 
 def build(args: argparse.Namespace, seed: int, out: Path) -> Any:

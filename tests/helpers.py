@@ -11,6 +11,7 @@ import cv2
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch import Callback
 from torch import Tensor
 
 from lit_ssgan import SemiSupervisedGAN
@@ -92,3 +93,47 @@ class DivergingDiscriminator(MLPDiscriminator):
             return out
         self.calls += 1
         return out._replace(logits=out.logits * float("nan")) if self.calls > self.nan_after else out
+
+
+class StepRecorder(Callback):
+    """Records every optimizer step of a fit through torch's public optimizer hooks: which network
+    stepped, both networks' weights before and after, and the gradients the step used (after the
+    module's multipliers and clipping, which run inside ``step``)."""
+
+    nets = ("discriminator", "generator")
+
+    def __init__(self) -> None:
+        self.steps: list[tuple[str, dict, dict, dict]] = []
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        for optimizer in trainer.optimizers:
+            before: dict = {}
+            optimizer.register_step_pre_hook(lambda opt, *_, before=before: before.update(self.snapshot(pl_module)))
+            optimizer.register_step_post_hook(lambda opt, *_, before=before: self._record(pl_module, opt, before))
+
+    def _record(self, pl_module, optimizer, before: dict) -> None:
+        grads = {
+            net: [None if p.grad is None else p.grad.clone() for p in getattr(pl_module, net).parameters()]
+            for net in self.nets
+        }
+        self.steps.append((pl_module.network_of(optimizer), dict(before), self.snapshot(pl_module), grads))
+
+    def snapshot(self, pl_module) -> dict[str, list[Tensor]]:
+        return {net: [p.detach().clone() for p in getattr(pl_module, net).parameters()] for net in self.nets}
+
+    def of(self, net: str) -> list[tuple[str, dict, dict, dict]]:
+        return [step for step in self.steps if step[0] == net]
+
+
+class RateRecorder(Callback):
+    """The learning rate of each optimizer at the start of every training epoch, and after the
+    run (``trainer.callbacks+=tests.helpers.RateRecorder`` on the command line)."""
+
+    def __init__(self) -> None:
+        self.rates: list[list[float]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.rates.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        self.rates.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])

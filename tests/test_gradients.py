@@ -11,23 +11,42 @@ import torch
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.gradients import clip_per_tensor
-from tests.helpers import ROOT, assert_same_weights, checkpoint_weights, digits_args, make_model, make_trainer
-from tests.test_module import recorded_model
+from tests.helpers import (
+    ROOT,
+    StepRecorder,
+    assert_same_weights,
+    checkpoint_weights,
+    digits_args,
+    make_model,
+    make_trainer,
+)
 
 
-def test_gradient_multipliers_scale_the_matching_parameters_only(tmp_path):
-    model = recorded_model(d_gradient_multipliers={"hidden.0.*": 0.0, "classifier.*": 2.0})
-    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
-    first, classifier = model.discriminator.hidden[0][0].v, model.discriminator.classifier.v
-    for name, before, after, grads in model.recorder.steps:
-        if name != "discriminator":
+def first_steps(tmp_path, **kwargs) -> dict[str, list]:
+    """The gradients of the first D step and the first G step of a seeded 1-batch fit."""
+    torch.manual_seed(0)
+    model, recorder = make_model(**kwargs), StepRecorder()
+    make_trainer(tmp_path, max_steps=1, callbacks=[recorder]).fit(model, DigitsDataModule())
+    (d_step,), (g_step,) = recorder.of("discriminator"), recorder.of("generator")
+    return {"discriminator": d_step[3]["discriminator"], "generator": g_step[3]["generator"]}
+
+
+def test_gradient_multipliers_scale_each_matching_gradient_by_its_factor(tmp_path):
+    plain = first_steps(tmp_path)
+    names = {net: [n for n, _ in getattr(make_model(), net).named_parameters()] for net in plain}
+    d_factors = {"hidden.0.*": 0.5, "classifier.*": 2.0}
+    scaled = first_steps(tmp_path, d_gradient_multipliers=d_factors)
+    expected = {"hidden.0.0.v": 0.5, "hidden.0.0.bias": 0.5, "classifier.v": 2.0, "classifier.bias": 2.0}
+    for name, want, got in zip(names["discriminator"], plain["discriminator"], scaled["discriminator"], strict=True):
+        if name == "classifier.g":  # only the output layer trains its scale; it has no gradient to scale
             continue
-        params = list(model.discriminator.parameters())
-        frozen = [i for i, p in enumerate(params) if p is first]
-        assert all(torch.equal(before["discriminator"][i], after["discriminator"][i]) for i in frozen)
-        assert all(not grads["discriminator"][i].any() for i in frozen)  # multiplied by 0
-        moved = [i for i, p in enumerate(params) if p is classifier]
-        assert all(not torch.equal(before["discriminator"][i], after["discriminator"][i]) for i in moved)
+        torch.testing.assert_close(got, want * expected.get(name, 1.0), rtol=0, atol=0, msg=name)
+    # the generator's own multipliers, on its step (D's step, before it, is untouched)
+    scaled = first_steps(tmp_path, g_gradient_multipliers={"net.1.*": 3.0})
+    for want, got in zip(plain["discriminator"], scaled["discriminator"], strict=True):
+        assert (want is None and got is None) or torch.equal(want, got)
+    for name, want, got in zip(names["generator"], plain["generator"], scaled["generator"], strict=True):
+        torch.testing.assert_close(got, want * (3.0 if name.startswith("net.1.") else 1.0), rtol=0, atol=0, msg=name)
 
 
 def test_a_multiplier_pattern_that_matches_nothing_is_refused():
@@ -36,9 +55,10 @@ def test_a_multiplier_pattern_that_matches_nothing_is_refused():
 
 
 def test_per_tensor_clipping_bounds_each_gradient_tensor_not_their_sum(tmp_path):
-    model = recorded_model(d_clip_val=1e-3, g_clip_val=1e-3, clip_algorithm="norm_per_tensor")
-    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
-    for name, _, _, grads in model.recorder.steps:
+    model, recorder = make_model(d_clip_val=1e-3, g_clip_val=1e-3, clip_algorithm="norm_per_tensor"), StepRecorder()
+    make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(model, DigitsDataModule())
+    assert len(recorder.steps) == 4
+    for name, _, _, grads in recorder.steps:
         norms = [g.norm() for g in grads[name] if g is not None]
         assert max(norms) <= 1e-3 * 1.001
         assert torch.cat([g.flatten() for g in grads[name]]).norm() > 1e-3 * 1.5  # not a global clip

@@ -13,54 +13,15 @@ from torch import Tensor
 
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN, losses
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
-from tests.helpers import make_model, make_trainer
-
-
-class StepRecorder:
-    """Wraps each optimizer's ``step`` to snapshot both networks and their gradients around it."""
-
-    def __init__(self, model: SemiSupervisedGAN) -> None:
-        self.model, self.steps = model, []
-
-    def wrap(self, optimizer: torch.optim.Optimizer, name: str) -> None:
-        step = optimizer.step
-
-        def recorded(*args, **kwargs):
-            before = self.snapshot()
-            grads = {net: [p.grad for p in getattr(self.model, net).parameters()] for net in self.nets}
-            out = step(*args, **kwargs)
-            self.steps.append((name, before, self.snapshot(), grads))
-            return out
-
-        optimizer.step = recorded
-
-    nets = ("discriminator", "generator")
-
-    def snapshot(self) -> dict[str, list[torch.Tensor]]:
-        return {net: [p.detach().clone() for p in getattr(self.model, net).parameters()] for net in self.nets}
-
-
-class RecordedGAN(SemiSupervisedGAN):
-    def configure_optimizers(self):
-        optimizers, schedulers = super().configure_optimizers()
-        self.recorder = StepRecorder(self)
-        for opt, name in zip(optimizers, ("discriminator", "generator"), strict=True):
-            self.recorder.wrap(opt, name)
-        return optimizers, schedulers
-
-
-def recorded_model(**kwargs) -> RecordedGAN:
-    model = make_model(**kwargs)
-    model.__class__ = RecordedGAN
-    return model
+from tests.helpers import StepRecorder, make_model, make_trainer
 
 
 def test_each_step_changes_only_its_own_network(tmp_path):
-    model = recorded_model()
-    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
-    names = [name for name, *_ in model.recorder.steps]
+    recorder = StepRecorder()
+    make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(make_model(), DigitsDataModule())
+    names = [name for name, *_ in recorder.steps]
     assert names == ["discriminator", "generator"] * 2  # one D step then one G step per batch
-    for name, before, after, grads in model.recorder.steps:
+    for name, before, after, grads in recorder.steps:
         other = "generator" if name == "discriminator" else "discriminator"
         assert all(torch.equal(a, b) for a, b in zip(before[other], after[other], strict=True)), other
         assert any(not torch.equal(a, b) for a, b in zip(before[name], after[name], strict=True)), name
@@ -71,9 +32,10 @@ def test_each_step_changes_only_its_own_network(tmp_path):
 
 @pytest.mark.parametrize("algorithm, clip", [("value", 1e-4), ("norm", 1e-3)])
 def test_gradient_clipping_per_network(tmp_path, algorithm, clip):
-    model = recorded_model(d_clip_val=clip, g_clip_val=clip * 10, clip_algorithm=algorithm)
-    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
-    for name, _, _, grads in model.recorder.steps:
+    model, recorder = make_model(d_clip_val=clip, g_clip_val=clip * 10, clip_algorithm=algorithm), StepRecorder()
+    make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(model, DigitsDataModule())
+    assert len(recorder.steps) == 4
+    for name, _, _, grads in recorder.steps:
         limit = clip if name == "discriminator" else clip * 10
         g = torch.cat([x.flatten() for x in grads[name]])
         size = g.abs().max() if algorithm == "value" else g.norm()
@@ -82,10 +44,10 @@ def test_gradient_clipping_per_network(tmp_path, algorithm, clip):
 
 def test_gradient_clipping_under_bf16_mixed_precision(tmp_path):
     # bf16 autocast keeps fp32 weights and gradients: the clip must hold on them exactly as in fp32
-    model = recorded_model(d_clip_val=1e-3, g_clip_val=1e-2)
-    make_trainer(tmp_path, max_steps=2, precision="bf16-mixed").fit(model, DigitsDataModule())
-    assert [name for name, *_ in model.recorder.steps] == ["discriminator", "generator"] * 2
-    for name, _, _, grads in model.recorder.steps:
+    model, recorder = make_model(d_clip_val=1e-3, g_clip_val=1e-2), StepRecorder()
+    make_trainer(tmp_path, max_steps=2, precision="bf16-mixed", callbacks=[recorder]).fit(model, DigitsDataModule())
+    assert [name for name, *_ in recorder.steps] == ["discriminator", "generator"] * 2
+    for name, _, _, grads in recorder.steps:
         g = torch.cat([x.flatten() for x in grads[name]])
         assert g.dtype == torch.float32 and torch.isfinite(g).all()
         assert g.norm() <= (1e-3 if name == "discriminator" else 1e-2) * 1.001, name
