@@ -137,3 +137,13 @@ class RateRecorder(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         self.rates.append([opt.param_groups[0]["lr"] for opt in trainer.optimizers])
+
+
+class StepLosses(Callback):
+    """The discriminator loss each training step returns, by epoch."""
+
+    def __init__(self):
+        self.by_epoch = {}
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        self.by_epoch.setdefault(trainer.current_epoch, []).append(outputs["loss"].item())

@@ -6,13 +6,16 @@ import re
 import cv2
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.callbacks import EMA, GPUMemoryFraction, RandomState, SampleGrid, Summaries, ema_with_warmup
+from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.cli import cli
-from tests.helpers import digits_args, make_model, make_trainer
+from lit_ssgan.models.base import evaluating
+from tests.helpers import StepLosses, digits_args, make_model, make_trainer
 
 
 def test_ema_warmup_weights_recent_steps_early_on():
@@ -24,18 +27,38 @@ def test_ema_warmup_weights_recent_steps_early_on():
     torch.testing.assert_close(averaged[0], torch.full((3,), 0.5))
 
 
-def test_ema_callback_evaluates_and_keeps_the_average(tmp_path):
-    model = make_model()
-    callbacks = [EMA(decay=0.9), ModelCheckpoint(dirpath=tmp_path, save_last=True)]
-    make_trainer(tmp_path, max_steps=6, callbacks=callbacks, enable_checkpointing=True).fit(
-        model, DigitsDataModule(batches_per_epoch=3)
-    )
+def accuracy(model, dataset) -> float:
+    x, y = dataset.__getitems__(range(len(dataset)))
+    with torch.no_grad(), evaluating(model):
+        return (model(x).argmax(1) == y).float().mean().item()
+
+
+def test_ema_callback_validates_tests_and_ends_on_the_average(tmp_path):
+    model, dm = make_model(), DigitsDataModule(batches_per_epoch=3)
+    seen = {}
+
+    class AtValidation(Callback):
+        def on_validation_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0):
+            seen["weights"] = {name: t.clone() for name, t in pl_module.state_dict().items()}
+
+    callbacks = [EMA(decay=0.9), AtValidation(), ModelCheckpoint(dirpath=tmp_path, save_last=True)]
+    trainer = make_trainer(tmp_path, max_steps=6, callbacks=callbacks, enable_checkpointing=True)
+    trainer.fit(model, dm)
     checkpoint = torch.load(tmp_path / "last.ckpt", weights_only=True)
     average, raw = checkpoint["state_dict"], checkpoint["current_model_state"]
     name = "discriminator.classifier.v"
     assert not torch.equal(average[name], raw[name])
+    # the last validation ran on the average (no update after it), and its score is the average's
+    assert all(torch.equal(seen["weights"][n], average[n]) for n in average)
+    averaged, current = make_model(), make_model()
+    averaged.load_state_dict(average)
+    current.load_state_dict(raw)
+    assert trainer.callback_metrics["val/acc"].item() == pytest.approx(accuracy(averaged, dm.val))
+    assert accuracy(averaged, dm.val) != accuracy(current, dm.val)  # so the check tells the two apart
     # the model ends holding the average: test and predict use it
     assert torch.equal(model.state_dict()[name], average[name])
+    (tested,) = trainer.test(model, datamodule=dm, verbose=False)
+    assert tested["test/acc"] == pytest.approx(accuracy(averaged, dm.test))
 
 
 def test_sample_grid_writes_a_png_and_a_tensorboard_image_every_n_epochs(tmp_path):
@@ -80,23 +103,32 @@ def test_random_state_is_checkpointed_and_restored_when_training_resumes(tmp_pat
 
 
 def test_the_epoch_line_prints_tefla_s_summary_after_each_validation(tmp_path, capsys):
-    cli(digits_args(tmp_path, "--trainer.max_epochs", "2"))
+    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--trainer.callbacks+=tests.helpers.StepLosses"))
+    (losses,) = [c for c in run.trainer.callbacks if isinstance(c, StepLosses)]
     lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
     pattern = (
-        r"Epoch {} \[\(80, 200\) images, +\d+\.\ds\]: t-loss: \d+\.\d{{3}}, v-loss: (\d\.\d{{3}}), "
+        r"Epoch {} \[\(80, 200\) images, +\d+\.\ds\]: t-loss: (\d+\.\d{{3}}), v-loss: (\d\.\d{{3}}), "
         r"acc: \d\.\d{{3}}, error: (\d\.\d{{3}})"
     )
     assert len(lines) == 2
     for epoch, line in enumerate(lines, start=1):
         match = re.fullmatch(pattern.format(epoch), line)
         assert match, line
-        assert match[1] == match[2]  # v-loss is the top-1 error
+        # t-loss: the mean of the discriminator losses the epoch's steps returned; v-loss: the top-1 error
+        steps = losses.by_epoch[epoch - 1]
+        assert len(steps) == 4 and float(match[1]) == pytest.approx(sum(steps) / 4, abs=5e-4)
+        assert match[2] == match[3]
     cli(digits_args(tmp_path, "--trainer.max_epochs", "1", "--epoch_line", "false"))
     assert "t-loss" not in capsys.readouterr().out
     # no validation: the line still comes, at the end of the epoch, without the validation scores
     cli(digits_args(tmp_path, "--trainer.max_epochs", "1", "--data.val_size", "0"))
     (line,) = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
     assert re.fullmatch(r"Epoch 1 \[\(80, 0\) images, +\d+\.\ds\]: t-loss: \d+\.\d{3}", line), line
+
+
+def test_a_callback_refuses_a_module_it_cannot_serve_by_name():
+    with pytest.raises(TypeError, match="SampleGrid serves a SemiSupervisedGAN, not a LightningModule"):
+        served_gan(LightningModule(), SampleGrid())
 
 
 class RecordingLogger(Logger):

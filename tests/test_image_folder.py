@@ -107,6 +107,36 @@ def make_dm(folders: Path, **kwargs) -> ImageFolderDataModule:
     return ImageFolderDataModule(image_size=8, channels=1, batch_size=20, **kwargs)
 
 
+def test_num_labeled_on_folders_takes_that_many_per_class_and_serves_the_rest_unlabeled(folders):
+    dm = make_dm(folders, num_labeled=30, unlabeled_includes_labeled=False)
+    dm.setup("fit")
+    assert dm.labeled is not None and dm.unlabeled is not None
+    assert dm.labeled.labels.bincount().tolist() == [3] * 10
+    assert len(dm.unlabeled) == 1000 + 70  # unlabeled_dir, and the labeled pool's other images
+    chosen = {image.tobytes() for image in dm.labeled.images}
+    assert not chosen & {image.tobytes() for image in dm.unlabeled.images}
+    # a list asks per class; the same data_seed chooses the same images
+    again = make_dm(folders, num_labeled=[10] + [1] * 9, unlabeled_includes_labeled=False)
+    again.setup("fit")
+    assert again.labeled is not None and again.labeled.labels.bincount().tolist() == [10] + [1] * 9
+    same = make_dm(folders, num_labeled=30, unlabeled_includes_labeled=False)
+    same.setup("fit")
+    assert same.labeled is not None and np.array_equal(same.labeled.images, dm.labeled.images)
+
+
+def test_num_labeled_beyond_a_class_on_folders_is_refused_naming_the_class(folders, tmp_path):
+    with pytest.raises(ValueError, match="needs 11 labeled examples of class '0'; there are 10"):
+        make_dm(folders, num_labeled=[11] + [1] * 9).setup("fit")
+    with pytest.raises(ValueError, match=r"num_labeled as a list needs one count .* for each of the 10 classes"):
+        make_dm(folders, num_labeled=[1, 1])  # refused when built, before any image is read
+    # on the command line: one line, before training
+    args = folder_args(folders, tmp_path, "--data.num_labeled", "[11, 1, 1, 1, 1, 1, 1, 1, 1, 1]")
+    with pytest.raises(ValueError, match="class '0'"):
+        cli(args)
+    with pytest.raises(ValueError, match="data.val_size or a validation set of its own"):
+        make_dm(folders, val_dir=str(folders / "test"), val_size=10).setup("fit")
+
+
 def test_a_corrupt_image_is_named_or_skipped_and_reported(folders, tmp_path):
     unlabeled = tmp_path / "unlabeled"
     for path in sorted((folders / "unlabeled").glob("*.png"))[:30]:

@@ -131,3 +131,86 @@ def test_consistency_is_the_squared_distance_of_the_class_distributions():
     expected = (0.0 + 2 * (p - q) ** 2) / 2  # image 1 agrees; image 2's two classes are swapped
     torch.testing.assert_close(losses.consistency(a, b), expected)
     torch.testing.assert_close(losses.consistency(b, a), expected)
+
+
+def random_heads(n: int = 6, k: int = 4) -> losses.Heads:
+    return losses.Heads(torch.randn(n, k, dtype=DOUBLE), torch.randn(n, dtype=DOUBLE))
+
+
+def test_discriminator_loss_weighs_each_term_by_its_own_weight():
+    torch.manual_seed(0)
+    labeled, unlabeled, fake, again = random_heads(), random_heads(), random_heads(), random_heads()
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = losses.DiscriminatorLoss(
+        unlabeled_weight=0.5, unlabeled_entropy_weight=0.3, unlabeled_consistency_weight=2.0, d_label_smooth=0.1
+    )
+    parts = loss(labeled, labels, unlabeled, fake, again)
+    terms = {
+        "d_loss_class": F.cross_entropy(labeled.predicted, labels),
+        "d_loss_real": sigmoid_kl_with_logits(unlabeled.gan, 0.9).mean(),
+        "d_loss_fake": F.binary_cross_entropy_with_logits(fake.gan, torch.zeros_like(fake.gan)),
+        "d_entropy": losses.conditional_entropy(unlabeled.predicted),
+        "d_consistency": losses.consistency(unlabeled.predicted, again.predicted),
+    }
+    assert parts.terms.keys() == terms.keys()
+    for name, value in terms.items():
+        torch.testing.assert_close(parts.terms[name], value, msg=name)
+    want = terms["d_loss_class"] + 0.5 * (terms["d_loss_real"] + terms["d_loss_fake"])
+    want = want + 0.3 * terms["d_entropy"] + 2.0 * terms["d_consistency"]
+    torch.testing.assert_close(parts.total, want)
+
+
+def test_the_entropy_term_is_minimised_so_the_prediction_commits():
+    unlabeled = losses.Heads(torch.tensor([[0.5, 0.0, -0.5]], dtype=DOUBLE, requires_grad=True), torch.zeros(1))
+    other = losses.Heads(torch.zeros(1, 3, dtype=DOUBLE), torch.zeros(1, dtype=DOUBLE))
+    with_term = losses.DiscriminatorLoss(unlabeled_entropy_weight=1.0)(other, torch.tensor([0]), unlabeled, other)
+    without = losses.DiscriminatorLoss()(other, torch.tensor([0]), unlabeled, other)
+    torch.testing.assert_close(with_term.total - without.total, losses.conditional_entropy(unlabeled.predicted))
+    (grad,) = torch.autograd.grad(with_term.total, unlabeled.predicted)
+    stepped = unlabeled.predicted.detach() - 0.1 * grad  # a descent step on D's loss ...
+    assert losses.conditional_entropy(stepped) < losses.conditional_entropy(unlabeled.predicted)  # ... commits
+    assert stepped.argmax(1).item() == 0
+
+
+def test_optional_terms_are_left_out_at_weight_zero_and_the_second_pass_asked_for_only_then():
+    plain = losses.DiscriminatorLoss()
+    assert not plain.needs_second_pass
+    assert set(
+        plain(*[random_heads()] * 1, torch.zeros(6, dtype=torch.long), random_heads(), random_heads()).terms
+    ) == {
+        "d_loss_class",
+        "d_loss_real",
+        "d_loss_fake",
+    }
+    assert losses.DiscriminatorLoss(unlabeled_consistency_weight=0.1).needs_second_pass
+    regression = losses.DiscriminatorLoss(classification=False)
+    values = losses.Heads(torch.tensor([1.0, 2.0]), torch.zeros(2))
+    assert set(regression(values, torch.tensor([1.0, 4.0]), values, values).terms) >= {"d_loss_mse"}
+
+
+@pytest.mark.parametrize(
+    "make, match",
+    [
+        (
+            lambda: losses.GeneratorLoss("feature_matchin"),
+            "generator_loss must be one of 'feature_matching', 'sigmoid_kl'",
+        ),
+        (lambda: losses.GeneratorLoss(feature_distance="L1"), "feature_distance must be one of 'absolute', 'squared'"),
+        (lambda: losses.GeneratorLoss(generator_target_prob=1.2), "generator_target_prob must be a float"),
+        (lambda: losses.DiscriminatorLoss(d_label_smooth=-0.1), "d_label_smooth must be a float"),
+        (lambda: losses.DiscriminatorLoss(unlabeled_weight=-1.0), "unlabeled_weight must be 0 or more"),
+    ],
+)
+def test_loss_options_are_refused_by_name_when_the_loss_is_built(make, match):
+    with pytest.raises(ValueError, match=match):
+        make()
+
+
+def test_generator_loss_sigmoid_kl_and_feature_matching():
+    fake_gan = torch.tensor([0.0, 2.0], dtype=DOUBLE)
+    kl = losses.GeneratorLoss("sigmoid_kl", generator_target_prob=0.9)(None, None, fake_gan)
+    torch.testing.assert_close(kl.total, sigmoid_kl_with_logits(fake_gan, 0.9).mean())
+    real, fake = torch.randn(5, 3, dtype=DOUBLE), torch.randn(7, 3, dtype=DOUBLE)
+    absolute = losses.GeneratorLoss(feature_distance="absolute")(real, fake, None)
+    torch.testing.assert_close(absolute.total, (real.mean(0) - fake.mean(0)).abs().mean())
+    assert list(absolute.terms) == ["g_loss"]

@@ -1,8 +1,10 @@
 import pytest
 import torch
+from torch import nn
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models import ConvDiscriminator, ConvGenerator, MLPDiscriminator, MLPGenerator
+from lit_ssgan.models.base import evaluating
 from lit_ssgan.models.layers import WNConv2d, WNConvTranspose2d, WNLinear, init_weight_norm_from_data
 
 
@@ -249,3 +251,11 @@ def test_mlp_discriminator_shifts_its_input_only_in_training():
     torch.testing.assert_close(net(x).logits, net.classifier(net.hidden[0](x.flatten(1))))
     with pytest.raises(ConfigError, match="input_shift"):
         MLPDiscriminator(input_shift=-1)
+
+
+def test_evaluating_restores_each_modules_mode_also_after_an_exception():
+    training, frozen = nn.Dropout(), nn.Dropout().eval()
+    with pytest.raises(RuntimeError), evaluating(training, frozen):
+        assert not training.training and not frozen.training
+        raise RuntimeError("a failed evaluation")
+    assert training.training and not frozen.training
