@@ -139,24 +139,40 @@ class SemiSupervisedGAN(LightningModule):
         self.automatic_optimization = False
         self.discriminator = discriminator
         self.generator = generator
-        self.d_loss = losses.DiscriminatorLoss(
-            classification, unlabeled_weight, unlabeled_entropy_weight, unlabeled_consistency_weight, d_label_smooth
-        )
-        self.g_loss = losses.GeneratorLoss(generator_loss, feature_distance, generator_target_prob)
+        self.configure_losses()
         self.optimizer_factories = {
             "discriminator": (d_optimizer, d_lr_scheduler),
             "generator": (g_optimizer, g_lr_scheduler),
         }
-        self.multipliers = {
-            net: gradients.matched_multipliers(
-                getattr(self, net), patterns or {}, f"model.{net[0]}_gradient_multipliers"
-            )
-            for net, patterns in (("discriminator", d_gradient_multipliers), ("generator", g_gradient_multipliers))
-        }
+        self.configure_gradients()
         self.guard = NonFiniteGuard(on_nonfinite)
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
         self.data_init_pending = False  # data_dependent_init: set when fit starts, cleared once done
         self.configure_metrics()
+
+    def configure_losses(self) -> None:
+        """The discriminator's and the generator's loss, with their weights (each checks its own)."""
+        hp = self.hparams
+        self.d_loss = losses.DiscriminatorLoss(
+            hp["classification"],
+            hp["unlabeled_weight"],
+            hp["unlabeled_entropy_weight"],
+            hp["unlabeled_consistency_weight"],
+            hp["d_label_smooth"],
+        )
+        self.g_loss = losses.GeneratorLoss(hp["generator_loss"], hp["feature_distance"], hp["generator_target_prob"])
+
+    def configure_gradients(self) -> None:
+        """tefla's gradient multipliers, matched to each network's parameters (a pattern that
+        matches nothing is refused)."""
+        self.multipliers = {
+            net: gradients.matched_multipliers(
+                getattr(self, net),
+                self.hparams[f"{net[0]}_gradient_multipliers"] or {},
+                f"model.{net[0]}_gradient_multipliers",
+            )
+            for net in ("discriminator", "generator")
+        }
 
     def configure_metrics(self) -> None:
         hp = self.hparams
