@@ -52,8 +52,10 @@ def weighted(terms: dict[str, Tensor], weights: Mapping[str, float]) -> LossPart
         >>> weighted({"a": torch.tensor(2.0), "b": torch.tensor(3.0)}, {"a": 1.0, "b": 0.5}).total
         tensor(3.5000)
     """
-    total = sum(weights[name] * value for name, value in terms.items())
-    assert isinstance(total, Tensor), "no terms"
+    weighted_terms = [value if weights[name] == 1.0 else weights[name] * value for name, value in terms.items()]
+    total = weighted_terms[0]
+    for value in weighted_terms[1:]:
+        total = total + value
     return LossParts(total, terms)
 
 

@@ -1,11 +1,15 @@
 """The private Lightning APIs lit_ssgan touches (lit_ssgan/internals.py): these fail loudly when
 a Lightning upgrade breaks one."""
 
+import ast
+from pathlib import Path
+
 import lightning
 import pytest
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
 
+import lit_ssgan
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.internals import CHECKED_WITH_LIGHTNING, step_not_counted
 from tests.helpers import make_model, make_trainer
@@ -32,3 +36,33 @@ def test_a_renamed_hook_is_reported_not_silently_double_counted():
 
     with pytest.raises(RuntimeError, match="#17958"), step_not_counted(Renamed()):  # type: ignore[arg-type]
         pass
+
+
+def test_no_module_but_internals_uses_a_private_name_of_lightning_or_of_another_module():
+    """Private names (``_x``) of Lightning, torch or another lit_ssgan module are imported nowhere
+    else, and no private attribute of an imported Lightning or lit_ssgan module or class is read."""
+    package = Path(lit_ssgan.__file__).parent
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        if path.name == "internals.py":
+            continue
+        tree, imported = ast.parse(path.read_text()), set()
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] in PRIVATE_SOURCES:
+                private = [a.name for a in node.names if a.name.startswith("_") and not a.name.startswith("__")]
+                private += [part for part in node.module.split(".") if part.startswith("_") and part != "__future__"]
+                found += [f"{path.relative_to(package)}: {node.module}.{name}" for name in private]
+                if node.module.split(".")[0] in OURS_AND_LIGHTNING:
+                    imported |= {a.asname or a.name for a in node.names}
+            if isinstance(node, ast.Import):
+                imported |= {a.asname or a.name for a in node.names if a.name.split(".")[0] in OURS_AND_LIGHTNING}
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)):
+                continue
+            if node.value.id in imported and node.attr.startswith("_") and not node.attr.startswith("__"):
+                found.append(f"{path.relative_to(package)}: {node.value.id}.{node.attr}")
+    assert found == []
+
+
+PRIVATE_SOURCES = {"lightning", "lightning_fabric", "torch", "lit_ssgan", "torchmetrics"}
+OURS_AND_LIGHTNING = ("lightning", "lightning_fabric", "lit_ssgan")

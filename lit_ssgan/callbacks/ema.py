@@ -8,6 +8,8 @@ import torch
 from lightning.pytorch.callbacks import WeightAveraging
 from torch import Tensor
 
+from lit_ssgan.errors import check_probability
+
 
 def ema_with_warmup(decay: float) -> Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], None]:
     """An ``AveragedModel`` ``multi_avg_fn``: ``avg = d * avg + (1 - d) * current`` with
@@ -17,8 +19,7 @@ def ema_with_warmup(decay: float) -> Callable[[Sequence[Tensor], Sequence[Tensor
     Without the warm-up, an average with the paper's decay of 0.9999 would still hold 30 % of
     the initial weights after 20 MNIST epochs (12 000 steps).
     """
-    if not 0.0 <= decay <= 1.0:
-        raise ValueError(f"decay must lie in [0, 1], got {decay}")
+    check_probability("EMA decay", decay)
 
     @torch.no_grad()
     def update(averaged: Sequence[Tensor], current: Sequence[Tensor], num_averaged: Tensor) -> None:

@@ -14,7 +14,7 @@ import numpy as np
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
-from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError
+from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError, check_choice
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 
@@ -147,8 +147,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         val_size: int = 0,
         **kwargs: Any,
     ) -> None:
-        if channels not in (1, 3):
-            raise ConfigError(f"channels must be 1 or 3, got {channels}")
+        check_choice("channels", channels, (1, 3))
         if image_size < 4:
             raise ConfigError(f"image_size must be at least 4, got {image_size}")
         self.image_shape = (channels, image_size, image_size)
