@@ -116,3 +116,54 @@ def test_sigkill_then_resume_last_ends_with_the_weights_of_an_uninterrupted_run(
     final = find_last_checkpoint(tmp_path / "killed")
     assert torch.load(final, weights_only=True)["global_step"] == 60
     assert_same_weights(checkpoint_weights(find_last_checkpoint(tmp_path / "straight")), checkpoint_weights(final))
+
+
+def test_sigterm_writes_where_it_is_exits_143_and_resume_last_ends_with_the_weights_of_an_unbroken_run(tmp_path):
+    big = ["--model.discriminator.init_args.hidden", "[1000, 500, 250]"]
+    args = digits_args(tmp_path / "stopped", "--trainer.max_epochs", "6", EVERY_2_STEPS[0], networks=big)
+    args += ["--data.init_args.batches_per_epoch", "10"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "lit_ssgan", *args]
+    run = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while find_last_checkpoint(tmp_path / "stopped") is None and run.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)  # into the epoch: the next checkpoint of every_n_train_steps is not yet due
+    run.send_signal(signal.SIGTERM)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr[-3000:]  # 128 + SIGTERM: a scheduler requeues it
+    (said,) = [line for line in stderr.splitlines() if line.startswith("lit-ssgan:")]
+    assert "stopped by SIGTERM after step" in said and said.endswith(
+        "Resume with the same command and --ckpt_path last"
+    )
+    stopped_at = torch.load(find_last_checkpoint(tmp_path / "stopped"), weights_only=True)["global_step"]
+    assert 0 < stopped_at < 60 and f"after step {stopped_at} " in said
+
+    resumed = subprocess.run([*command, "--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight_args = [a.replace(str(tmp_path / "stopped"), str(tmp_path / "straight")) for a in args]
+    subprocess.run([sys.executable, "-m", "lit_ssgan", *straight_args], cwd=ROOT, env=env, check=True)
+    final = find_last_checkpoint(tmp_path / "stopped")
+    assert torch.load(final, weights_only=True)["global_step"] == 60
+    assert_same_weights(checkpoint_weights(find_last_checkpoint(tmp_path / "straight")), checkpoint_weights(final))
+
+
+def test_sigusr1_stops_like_sigterm_where_no_cluster_claims_it(tmp_path):
+    args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "10")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lit_ssgan", *args],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 120
+    while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
+        pass
+    run.send_signal(signal.SIGUSR1)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 143, stderr[-3000:]
+    assert "lit-ssgan: stopped by SIGTERM after step" in stderr
+    assert torch.load(find_last_checkpoint(tmp_path), weights_only=True)["global_step"] < 500

@@ -1,12 +1,22 @@
 """Side concerns of training, each a Lightning callback: the moving average of the weights used
 for evaluation, sample grids and summaries, the epoch line, the random state kept in checkpoints,
-and the GPU memory cap."""
+the GPU memory cap, and the checkpoint a preempted run leaves."""
 
 from lit_ssgan.callbacks.ema import EMA, ema_with_warmup
 from lit_ssgan.callbacks.epoch_line import EpochLine
 from lit_ssgan.callbacks.gpu_memory import GPUMemoryFraction
+from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.callbacks.samples import SampleGrid
 from lit_ssgan.callbacks.summaries import Summaries
 
-__all__ = ["EMA", "EpochLine", "GPUMemoryFraction", "RandomState", "SampleGrid", "Summaries", "ema_with_warmup"]
+__all__ = [
+    "EMA",
+    "EpochLine",
+    "GPUMemoryFraction",
+    "Preemption",
+    "RandomState",
+    "SampleGrid",
+    "Summaries",
+    "ema_with_warmup",
+]
