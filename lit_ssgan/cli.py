@@ -19,8 +19,9 @@ from lit_ssgan.callbacks import EpochLine
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
-from lit_ssgan.errors import TRACEBACK_VARIABLE, MissingFileError, exit_on_user_error, user_error
+from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
 from lit_ssgan.module import SemiSupervisedGAN
+from lit_ssgan.outputs import check_output_file, check_output_folder
 
 
 class SemiSupervisedCLI(LightningCLI):
@@ -65,6 +66,7 @@ class SemiSupervisedCLI(LightningCLI):
         if not self.subcommand:
             return
         config = self.config[self.subcommand]
+        self._check_before_the_work(config)
         if self._resume_lr is not None:
             config["model"]["resume_lr"] = self._resume_lr
         # test and predict from a checkpoint need no labeled folder to name the classes
@@ -72,6 +74,19 @@ class SemiSupervisedCLI(LightningCLI):
         recorded = self._ckpt_data if isinstance(self._ckpt_data, dict) else {}
         if "class_names" in data_args and not data_args["class_names"] and recorded.get("class_names"):
             data_args["class_names"] = list(recorded["class_names"])
+
+    def _check_before_the_work(self, config: Any) -> None:
+        """What can be refused before anything is built or read: evaluating untrained weights by
+        mistake, and outputs that cannot be written."""
+        evaluates = self.subcommand in ("validate", "test", "predict")
+        if evaluates and not config.get("ckpt_path") and not config.get("untrained"):
+            raise ConfigError(
+                f"{self.subcommand} needs --ckpt_path (a checkpoint, or last): without one it would evaluate "
+                "untrained weights. If that is what you mean, add --untrained true"
+            )
+        check_output_folder(config["trainer"].get("default_root_dir") or ".", "--trainer.default_root_dir")
+        if self.subcommand == "predict" and config.get("predictions_csv"):
+            check_output_file(config["predictions_csv"], "--predictions_csv")
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -84,7 +99,12 @@ class SemiSupervisedCLI(LightningCLI):
         if found is None:
             rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; starting from scratch")
 
-    before_fit = before_validate = before_test = before_predict = _resolve_last_checkpoint
+    before_validate = before_test = before_predict = _resolve_last_checkpoint
+
+    def before_fit(self) -> None:
+        self._resolve_last_checkpoint()
+        if self.config_init[self.subcommand].get("test_after_fit"):  # not after the whole run
+            self.datamodule.check_test_set("--test_after_fit")
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for target in ("discriminator", "generator"):
@@ -93,6 +113,12 @@ class SemiSupervisedCLI(LightningCLI):
         parser.link_arguments("model.classification", "model.discriminator.init_args.regression", compute_fn=_negated)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="Run the test set when fit ends.")
         parser.add_argument("--epoch_line", type=bool, default=True, help="fit: print tefla's line after each epoch.")
+        parser.add_argument(
+            "--untrained",
+            type=bool,
+            default=False,
+            help="validate, test, predict: evaluate the model's initial weights, without --ckpt_path, on purpose.",
+        )
         parser.add_argument(
             "--predictions_csv",
             type=str | None,

@@ -28,6 +28,7 @@ from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.base import check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 
+BATCH_NORMS = (torch.nn.BatchNorm1d, torch.nn.BatchNorm2d, torch.nn.BatchNorm3d, torch.nn.SyncBatchNorm)
 #: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G)
 TrainingBatch = dict[str, Batch]
 SchedulerInterval = Literal["epoch", "step"]
@@ -194,6 +195,14 @@ class SemiSupervisedGAN(LightningModule):
             ours, theirs = built_for[name], getattr(datamodule, name, None)
             if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
                 raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
+        batch_size = getattr(datamodule, "hparams", {}).get("batch_size")
+        normed = [
+            net
+            for net in ("discriminator", "generator")
+            if any(isinstance(m, BATCH_NORMS) for m in getattr(self, net).modules())
+        ]
+        if stage == "fit" and batch_size == 1 and normed:
+            raise ConfigError(f"data.batch_size 1: the {normed[0]}'s batch norm needs batches of 2 or more images")
 
     def _data(self) -> dict[str, Any]:
         """What the networks were built for, and the data module feeding them (if any)."""

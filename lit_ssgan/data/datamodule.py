@@ -156,6 +156,10 @@ class SemiSupervisedDataModule(LightningDataModule):
         """Unlabeled images beyond the pool's, ``(M, H, W, C)`` uint8, or None (the default)."""
         return None
 
+    def check_test_set(self, needed_by: str) -> None:
+        """Refuses, cheaply (reading no image), a test set that ``test`` would fail on; called at
+        the start of a ``fit`` that ends with a test. By default: nothing to check."""
+
     def load_predict_set(self) -> np.ndarray:
         """The images ``predict`` predicts, ``(M, H, W, C)`` uint8; by default the test set's."""
         return self.load_test_set()[0]
@@ -199,6 +203,13 @@ class SemiSupervisedDataModule(LightningDataModule):
         """
         num_labeled, k = self.hparams["num_labeled"], self.num_classes
         if num_labeled is None:
+            emptied = [c for c in range(k) if (labels == c).any() and not (labels[candidates] == c).any()]
+            if emptied:
+                raise ConfigError(
+                    f"class {self.class_name(emptied[0])!r} has no training images left: all "
+                    f"{int((labels == emptied[0]).sum())} went to the validation split (data.val_size "
+                    f"{self.hparams['val_size']}); lower data.val_size, add images of it, or give data.val_dir"
+                )
             return np.sort(candidates)
         if isinstance(num_labeled, int) and num_labeled > len(candidates):
             raise ConfigError(

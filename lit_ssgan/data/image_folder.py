@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +17,62 @@ from lightning.pytorch.utilities import rank_zero_warn
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError, check_choice
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
-def list_images(folder: Path) -> list[Path]:
-    """The image files under ``folder`` (any depth), in a stable (sorted) order."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+def read_text(path: Path) -> str:
+    """A text file as UTF-8, with or without a byte-order mark (what Excel's "CSV UTF-8" writes).
+
+    Raises:
+        BadFileError: naming the file, the first byte that is not UTF-8 and its line, for any
+            other encoding (Excel's plain "CSV" on Windows writes the local code page).
+    """
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise BadFileError(
+            f"{path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} ({err.reason}); save it as "
+            "UTF-8 (in Excel: Save As, 'CSV UTF-8')"
+        ) from None
+
+
+def find_images(folder: Path) -> tuple[list[Path], list[Path]]:
+    """The image files under ``folder``, at any depth and through symbolic links to folders (each
+    folder once, so a link to a folder above cannot loop), in a stable (sorted) order; and the
+    other files found, which are skipped (hidden files such as ``.DS_Store`` are not counted)."""
+    images: list[Path] = []
+    others: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for root, dirs, names in os.walk(folder, followlinks=True):
+        status = os.stat(root)
+        if (status.st_dev, status.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((status.st_dev, status.st_ino))
+        for name in names:
+            path = Path(root) / name
+            if not name.startswith("."):
+                (images if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else others).append(path)
+    return sorted(images), sorted(others)
+
+
+def list_images(folder: Path, what: str | None = None, expected: Sequence[Path] = ()) -> list[Path]:
+    """The image files under ``folder`` (:func:`find_images`); with ``what``, the files skipped
+    (GIFs, text, ...; all but ``expected`` ones) are counted in one warning naming the first few."""
+    images, others = find_images(folder)
+    report_skipped([p for p in others if p not in expected], what)
+    return images
+
+
+def report_skipped(others: Sequence[Path], what: str | None) -> None:
+    if others and what:
+        kinds = sorted({p.suffix.lower() or "no extension" for p in others})
+        rank_zero_warn(
+            f"{what}: skipped {len(others)} files that are not images this reads ({', '.join(kinds)}), "
+            f"e.g. {', '.join(str(p) for p in others[:3])}; images are {' '.join(IMAGE_SUFFIXES)}"
+        )
 
 
 def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
@@ -32,7 +83,10 @@ def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     Raises:
         BadFileError: naming the file, if it cannot be decoded.
     """
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    data = np.fromfile(path, dtype=np.uint8)
+    if _truncated(path, data.tobytes()[-64:]):
+        raise BadFileError(f"{path} is truncated: it ends before its end-of-image marker")
+    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
     if image is None or image.size == 0:
         raise BadFileError(f"{path} could not be read as an image")
     if image.dtype == np.uint16:
@@ -58,6 +112,17 @@ def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
         if image.ndim == 2:
             image = image[..., None]
     return np.ascontiguousarray(image)
+
+
+def _truncated(path: Path, tail: bytes) -> bool:
+    """Whether a JPEG or PNG file lacks the marker its format ends with (a download or copy cut
+    short: OpenCV would decode the start and fill the rest with grey)."""
+    suffix = path.suffix.lower()
+    if suffix in (".jpg", ".jpeg"):
+        return not tail.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+    if suffix == ".png":
+        return b"IEND" not in tail
+    return False
 
 
 def read_images(
@@ -192,29 +257,40 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         classes = sorted(p for p in folder.iterdir() if p.is_dir())
         if not classes:
             raise ConfigError(f"data.{which}: {folder} has no class subfolders (or give a labels CSV)")
-        files = []
+        files: list[tuple[Path, str]] = []
+        skipped = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]  # not in a class
         for class_dir in classes:
-            images = list_images(class_dir)
+            images, others = find_images(class_dir)
             if not images:
                 raise ConfigError(f"data.{which}: the class folder {class_dir} has no images")
             files += [(path, class_dir.name) for path in images]
+            skipped += others
+        report_skipped(skipped, f"data.{which} {folder}")
         return files
 
     def _read_csv(self, folder: Path, csv_path: Path, which: str) -> list[tuple[Path, str]]:
         if not csv_path.is_file():
             raise MissingFileError(f"no labels CSV {csv_path}")
-        images = list_images(folder)
+        images = list_images(folder, f"data.{which} {folder}", expected=[csv_path])
         by_name = {p.relative_to(folder).as_posix(): p for p in images}
         by_stem = {p.relative_to(folder).with_suffix("").as_posix(): p for p in images}
         root, files, seen = folder.resolve(), [], set()
-        with open(csv_path, newline="") as f:
-            rows = list(csv.reader(f))
-        for line, row in enumerate(rows[1:], start=2):  # line 1 is the header
+        rows = list(csv.reader(io.StringIO(read_text(csv_path), newline="")))
+        first = next((row for row in rows if row and "".join(row).strip()), [""])
+        named = Path(first[0].strip()).as_posix()
+        if named in by_name or named in by_stem:  # its first row names an image: there is no header line
+            rank_zero_warn(f"{csv_path} has no header line: its first row ({','.join(first)}) is read as data")
+            start = 1
+        else:
+            start = 2  # line 1 is the header
+        for line, row in enumerate(rows[start - 1 :], start=start):
             if not row or not "".join(row).strip():
                 continue
             if len(row) < 2:
                 raise ConfigError(f"{csv_path}, row {line}: expected filename,label, got {row}")
             name, label = row[0].strip(), row[1].strip()
+            if not label:
+                raise ConfigError(f"{csv_path}, row {line}: {name!r} has an empty label")
             if not (folder / name).resolve().is_relative_to(root):
                 raise ConfigError(f"{csv_path}, row {line}: {name!r} is outside {folder}: refused")
             path = by_name.get(Path(name).as_posix()) or by_stem.get(Path(name).as_posix())
@@ -255,8 +331,9 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
 
     def _labeled(self, which: str) -> tuple[np.ndarray, np.ndarray]:
         files = self._labeled_files(which)
+        labels = self._label_values([label for _, label in files], f"data.{which}")  # before decoding
         images, kept = self._read([p for p, _ in files], f"data.{which}")
-        return images, self._label_values([files[i][1] for i in kept], f"data.{which}")
+        return images, labels[kept]
 
     def _folder(self, which: str, needed_by: str) -> Path:
         folder = self.dirs[which]
@@ -274,15 +351,21 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
 
     def load_unlabeled(self) -> np.ndarray:
         folder = self._folder("unlabeled_dir", "fit")
-        return self._read(list_images(folder), f"data.unlabeled_dir {folder}")[0]
+        return self._read(list_images(folder, f"data.unlabeled_dir {folder}"), f"data.unlabeled_dir {folder}")[0]
 
     def load_test_set(self) -> tuple[np.ndarray, np.ndarray]:
         self._folder("test_dir", "test")
         return self._labeled("test_dir")
 
+    def check_test_set(self, needed_by: str) -> None:
+        if self.dirs["test_dir"] is None:
+            raise ConfigError(f"{needed_by} needs data.test_dir (a labeled folder like data.labeled_dir)")
+        files = self._labeled_files("test_dir")
+        self._label_values([label for _, label in files], "data.test_dir")  # a class unknown to training
+
     def load_predict_set(self) -> np.ndarray:
         root = self._folder("predict_dir", "predict")
-        files = list_images(root)
+        files = list_images(root, f"data.predict_dir {root}")
         images, kept = self._read(files, f"data.predict_dir {root}")
         self.predict_files = [files[i].relative_to(root).as_posix() for i in kept]
         return images

@@ -63,6 +63,11 @@ class MNISTDataModule(SemiSupervisedDataModule):
     def load_test_set(self) -> tuple[np.ndarray, np.ndarray]:
         return self._load(TEST_IMAGES, TEST_LABELS)
 
+    def check_test_set(self, needed_by: str) -> None:
+        if not self.download:  # downloaded in prepare_data, before the test set is read
+            for name in (TEST_IMAGES, TEST_LABELS):
+                self._path(name)
+
 
 class FashionMNISTDataModule(MNISTDataModule):
     """Fashion-MNIST: Zalando's 28×28 grey article images, 10 classes, MNIST's file layout."""

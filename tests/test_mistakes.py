@@ -1,0 +1,196 @@
+"""The mistakes a new user makes, and a run stopped from outside, tried as the user tries them: the
+``lit-ssgan`` command, in process. Each case gets the behaviour a user expects, or one short line
+naming the option, folder, file or row, before the work, with exit status 1 and nothing half-written."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from lit_ssgan.cli import main
+from lit_ssgan.data import ImageFolderDataModule
+from tests.helpers import CONFIGS, digits_args, write_png
+
+
+def refused(*args: str) -> str:
+    """The one line ``lit-ssgan`` exits with (status 1) for a user's mistake."""
+    with pytest.raises(SystemExit) as stopped:
+        main(list(args))
+    message = stopped.value.code
+    assert isinstance(message, str), f"exit status {message}, not a user's error"  # sys.exit(str): status 1
+    assert message.startswith("lit-ssgan: error: ") and "\n" not in message, message
+    return message
+
+
+def folder_fit(folders: Path, root: Path, *extra: str) -> list[str]:
+    """``configs/image_folder.yaml`` on the digits folders, 8x8 grey, small MLP networks."""
+    args = ["fit", "--config", str(CONFIGS / "image_folder.yaml"), "--trainer.default_root_dir", str(root)]
+    args += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
+    args += ["--data.image_size", "8", "--data.channels", "1", "--data.batch_size", "20", "--trainer.max_steps", "2"]
+    args += [
+        "--model.discriminator",
+        "lit_ssgan.models.MLPDiscriminator",
+        "--model.generator",
+        "lit_ssgan.models.MLPGenerator",
+    ]
+    args += ["--data.train_transforms", "null", "--trainer.enable_progress_bar", "false"]
+    return [*args, *extra]
+
+
+@pytest.mark.parametrize("subcommand", ["test", "predict", "validate"])
+def test_evaluating_without_a_checkpoint_is_refused_unless_meant(tmp_path, subcommand):
+    message = refused(*digits_args(tmp_path, subcommand=subcommand))
+    assert f"{subcommand} needs --ckpt_path" in message and "--untrained true" in message
+    assert not list(tmp_path.rglob("*"))  # nothing written: no run folder, no report
+    main(digits_args(tmp_path, "--untrained", "true", subcommand=subcommand))  # on purpose: it runs
+
+
+@pytest.mark.parametrize(
+    "where, says",
+    [
+        (lambda tmp: "/proc/predictions.csv", "--predictions_csv: /proc/predictions.csv cannot be written"),
+        (lambda tmp: str(tmp), "is a folder; give the file to write"),
+        (lambda tmp: str(tmp / "a_file" / "predictions.csv"), "a_file is a file"),
+    ],
+)
+def test_an_unwritable_predictions_csv_is_refused_before_predicting(tmp_path, checkpoint, where, says):
+    (tmp_path / "a_file").write_text("")
+    message = refused(
+        *digits_args(
+            tmp_path, "--ckpt_path", str(checkpoint), "--predictions_csv", where(tmp_path), subcommand="predict"
+        )
+    )
+    assert says in message
+
+
+def test_a_default_root_dir_that_is_a_file_is_refused_naming_the_option(tmp_path):
+    (tmp_path / "runs").write_text("")
+    message = refused(*digits_args(tmp_path / "runs"))
+    assert message == f"lit-ssgan: error: --trainer.default_root_dir: {tmp_path / 'runs'} is a file, not a folder"
+
+
+def test_test_after_fit_without_a_test_folder_is_refused_before_training(folders, tmp_path):
+    message = refused(*folder_fit(folders, tmp_path, "--test_after_fit", "true"))
+    assert "--test_after_fit needs data.test_dir" in message
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
+def test_a_test_class_unknown_to_training_is_refused_before_training(folders, tmp_path):
+    test = tmp_path / "test"
+    write_png(test / "3" / "a.png", np.zeros((8, 8), np.uint8))
+    write_png(test / "eleven" / "b.png", np.zeros((8, 8), np.uint8))
+    message = refused(*folder_fit(folders, tmp_path / "run", "--data.test_dir", str(test), "--test_after_fit", "true"))
+    assert "data.test_dir: unknown labels ['eleven']" in message
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+
+
+def test_a_class_whose_only_images_all_went_to_validation_is_refused_naming_it(folders, tmp_path):
+    labeled = tmp_path / "labeled"
+    for c in range(3):
+        for i in range(6 if c else 1):  # class 0 has one image, which val_size takes (data_seed 4)
+            write_png(labeled / f"c{c}" / f"{i}.png", np.full((8, 8), 40 * c + i, np.uint8))
+    args = folder_fit(folders, tmp_path / "run", "--data.labeled_dir", str(labeled), "--data.val_size", "5")
+    message = refused(*args, "--data.data_seed", "4", "--test_after_fit", "false")
+    assert "class 'c0' has no training images left: all 1 went to the validation split" in message
+
+
+def test_batches_of_one_are_refused_where_batch_norm_needs_two(tmp_path):
+    message = refused(*digits_args(tmp_path, "--data.batch_size", "1"))
+    assert (
+        message == "lit-ssgan: error: data.batch_size 1: the generator's batch norm needs batches of 2 or more images"
+    )
+
+
+def flat_labeled(tmp_path: Path, names: list[str]) -> Path:
+    for i, name in enumerate(names):
+        write_png(tmp_path / "flat" / name, np.full((8, 8), 20 * i, np.uint8))
+    return tmp_path / "flat"
+
+
+def test_a_csv_row_with_an_empty_label_is_refused_by_row(folders, tmp_path):
+    flat = flat_labeled(tmp_path, ["a.png", "b.png", "c.png"])
+    (tmp_path / "labels.csv").write_text("file,label\na.png,cat\nb.png,\nc.png,dog\n")
+    args = folder_fit(
+        folders, tmp_path / "run", "--data.labeled_dir", str(flat), "--data.labels_csv", str(tmp_path / "labels.csv")
+    )
+    assert refused(*args).endswith("labels.csv, row 3: 'b.png' has an empty label")
+
+
+def test_a_csv_without_a_header_line_keeps_its_first_row(folders, tmp_path, recwarn):
+    flat = flat_labeled(tmp_path, [f"{i}.png" for i in range(6)])
+    (tmp_path / "labels.csv").write_text("".join(f"{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(6)))
+    dm = ImageFolderDataModule(
+        labeled_dir=str(flat), labels_csv=str(tmp_path / "labels.csv"), unlabeled_dir=str(folders / "unlabeled"),
+        image_size=8, channels=1, batch_size=20,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.labeled is not None and len(dm.labeled) == 6 and dm.labeled.labels.bincount().tolist() == [3, 3]
+    assert any("has no header line: its first row (0.png,dog) is read as data" in str(w.message) for w in recwarn)
+
+
+def test_a_csv_in_another_encoding_is_refused_naming_the_file_and_the_byte(folders, tmp_path):
+    flat = flat_labeled(tmp_path, ["a.png", "b.png"])
+    (tmp_path / "labels.csv").write_bytes("file,label\na.png,chat\nb.png,chien méchant\n".encode("latin-1"))
+    args = folder_fit(
+        folders, tmp_path / "run", "--data.labeled_dir", str(flat), "--data.labels_csv", str(tmp_path / "labels.csv")
+    )
+    message = refused(*args)
+    assert f"{tmp_path / 'labels.csv'} is not UTF-8 text: byte 0xe9 on line 3" in message and "CSV UTF-8" in message
+
+
+def encoded(suffix: str, image: np.ndarray) -> bytes:
+    ok, data = cv2.imencode(suffix, image)
+    assert ok
+    return data.tobytes()
+
+
+def test_webp_images_are_read_and_other_files_counted_in_one_line(folders, tmp_path, recwarn):
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    for i in range(25):
+        (unlabeled / f"{i}.webp").write_bytes(encoded(".webp", np.full((8, 8), 10 * i, np.uint8)))
+    for name in ("a.gif", "b.gif", "notes.txt", ".DS_Store"):
+        (unlabeled / name).write_bytes(b"GIF89a" if name.endswith(".gif") else b"x")
+    dm = ImageFolderDataModule(
+        labeled_dir=str(folders / "labeled"), unlabeled_dir=str(unlabeled), image_size=8, channels=1, batch_size=20,
+        unlabeled_includes_labeled=False,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.unlabeled is not None and len(dm.unlabeled) == 25
+    assert sorted({int(v) for v in dm.unlabeled.images[:, 0, 0, 0]}) == [10 * i for i in range(25)]  # WEBP read
+    (said,) = [str(w.message) for w in recwarn if "not images" in str(w.message)]
+    assert "skipped 3 files that are not images this reads (.gif, .txt)" in said  # .DS_Store: not counted
+    assert "a.gif" in said and ".webp" in said
+
+
+def test_symlinked_folders_are_followed_once_without_looping(folders, tmp_path):
+    real = tmp_path / "real"
+    for i in range(30):
+        write_png(real / f"{i}.png", np.full((8, 8), i, np.uint8))
+    unlabeled = tmp_path / "unlabeled"
+    unlabeled.mkdir()
+    (unlabeled / "linked").symlink_to(real, target_is_directory=True)
+    (real / "loop").symlink_to(unlabeled, target_is_directory=True)  # a link back up: must not loop
+    dm = ImageFolderDataModule(
+        labeled_dir=str(folders / "labeled"), unlabeled_dir=str(unlabeled), image_size=8, channels=1, batch_size=20,
+        unlabeled_includes_labeled=False,
+    )  # fmt: skip
+    dm.setup("fit")
+    assert dm.unlabeled is not None and len(dm.unlabeled) == 30
+
+
+def test_a_truncated_jpeg_is_named_before_training_or_skipped_on_request(folders, tmp_path, recwarn):
+    unlabeled = tmp_path / "unlabeled"
+    for i in range(25):
+        write_png(unlabeled / f"{i}.png", np.full((8, 8), i, np.uint8))
+    whole = encoded(".jpg", np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8))
+    (unlabeled / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut short
+    args = folder_fit(folders, tmp_path / "run", "--data.unlabeled_dir", str(unlabeled), "--test_after_fit", "false")
+    message = refused(*args)
+    assert message.endswith("cut.jpg is truncated: it ends before its end-of-image marker")
+    assert not list((tmp_path / "run").rglob("*.ckpt"))
+    main([*args, "--data.skip_bad_images", "true"])
+    assert any("skipped 1 unreadable images, e.g. " in str(w.message) and "cut.jpg" in str(w.message) for w in recwarn)
