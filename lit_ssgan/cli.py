@@ -7,6 +7,7 @@ import re
 import sys
 import warnings
 from argparse import ArgumentError
+from pathlib import Path
 from typing import Any
 
 from lightning.pytorch import Trainer
@@ -17,6 +18,7 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan.callbacks import EpochLine
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
+from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
@@ -39,6 +41,8 @@ class SemiSupervisedCLI(LightningCLI):
         callbacks: list = trainer.callbacks  # type: ignore[attr-defined]
         if self.subcommand == "fit" and config.get("epoch_line", True):
             callbacks.append(EpochLine())
+        if self.subcommand == "fit":
+            callbacks.append(RunFolderCleanup(root_existed=Path(trainer.default_root_dir).exists()))
         if self.subcommand == "test" or (self.subcommand == "fit" and config.get("test_after_fit")):
             callbacks.append(TestReport())
         if self.subcommand == "predict":
@@ -55,7 +59,9 @@ class SemiSupervisedCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         # what the checkpoint records of its data (class names, for test and predict); read once
         self._ckpt_data = None
-        if ckpt_path and ckpt_path != "last":
+        if ckpt_path == "last":  # the file it will be, for what it records (resolved again when the run starts)
+            ckpt_path = find_last_checkpoint(self.config[subcommand]["trainer"].get("default_root_dir") or ".")
+        if ckpt_path:
             loaded = load_checkpoint_file(ckpt_path)
             self._ckpt_data = loaded.get("data") if isinstance(loaded, dict) else None
         # LightningCLI then lays the checkpoint's model hyperparameters over the command line's;
@@ -72,8 +78,15 @@ class SemiSupervisedCLI(LightningCLI):
         # test and predict from a checkpoint need no labeled folder to name the classes
         data_args = config.get("data", {}).get("init_args", {})
         recorded = self._ckpt_data if isinstance(self._ckpt_data, dict) else {}
-        if "class_names" in data_args and not data_args["class_names"] and recorded.get("class_names"):
+        needs_names = "class_names" in data_args and not data_args["class_names"] and not data_args.get("labeled_dir")
+        if needs_names and recorded.get("class_names"):
             data_args["class_names"] = list(recorded["class_names"])
+        elif needs_names and self._ckpt_data is not None:
+            raise ConfigError(
+                f"--ckpt_path {config['ckpt_path']}: the checkpoint records no class names (it was trained on "
+                f"{recorded.get('datamodule') or 'data that records none'}, not on image folders); use the config "
+                "it was trained with, or give data.class_names"
+            )
 
     def _check_before_the_work(self, config: Any) -> None:
         """What can be refused before anything is built or read: evaluating untrained weights by

@@ -9,6 +9,10 @@ from lit_ssgan.checkpoint import load_checkpoint_file
 from lit_ssgan.errors import check_positive, exit_on_user_error
 from lit_ssgan.images import make_grid, save_grid
 from lit_ssgan.module import SemiSupervisedGAN
+from lit_ssgan.outputs import check_output_file
+
+#: what OpenCV writes, by the file's extension
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 
 
 def write_sample_grid(ckpt_path: str | Path, out: str | Path, num_images: int = 64, seed: int = 0) -> Path:
@@ -32,6 +36,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0, help="seed of the latent codes")
     args = parser.parse_args(argv)
     with exit_on_user_error(parser.prog):
+        check_output_file(args.out, "--out", PICTURE_SUFFIXES)
         out = write_sample_grid(args.ckpt_path, args.out, args.num_images, args.seed)
     print(f"{args.num_images} generated images written to {out}")
 

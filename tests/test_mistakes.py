@@ -4,15 +4,17 @@ naming the option, folder, file or row, before the work, with exit status 1 and 
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 
-from lit_ssgan.cli import main
-from lit_ssgan.data import ImageFolderDataModule
-from tests.helpers import CONFIGS, digits_args, write_png
+from lit_ssgan.cli import cli, main
+from lit_ssgan.sample_grid import main as samples_main
+from tests.helpers import CONFIGS, ROOT, digits_args, write_png
 
 
 def refused(*args: str) -> str:
@@ -122,11 +124,8 @@ def test_a_csv_row_with_an_empty_label_is_refused_by_row(folders, tmp_path):
 def test_a_csv_without_a_header_line_keeps_its_first_row(folders, tmp_path, recwarn):
     flat = flat_labeled(tmp_path, [f"{i}.png" for i in range(6)])
     (tmp_path / "labels.csv").write_text("".join(f"{i}.png,{'cat' if i % 2 else 'dog'}\n" for i in range(6)))
-    dm = ImageFolderDataModule(
-        labeled_dir=str(flat), labels_csv=str(tmp_path / "labels.csv"), unlabeled_dir=str(folders / "unlabeled"),
-        image_size=8, channels=1, batch_size=20,
-    )  # fmt: skip
-    dm.setup("fit")
+    labels = ["--data.labeled_dir", str(flat), "--data.labels_csv", str(tmp_path / "labels.csv")]
+    dm = cli(folder_fit(folders, tmp_path / "run", *labels, "--test_after_fit", "false")).datamodule
     assert dm.labeled is not None and len(dm.labeled) == 6 and dm.labeled.labels.bincount().tolist() == [3, 3]
     assert any("has no header line: its first row (0.png,dog) is read as data" in str(w.message) for w in recwarn)
 
@@ -154,11 +153,8 @@ def test_webp_images_are_read_and_other_files_counted_in_one_line(folders, tmp_p
         (unlabeled / f"{i}.webp").write_bytes(encoded(".webp", np.full((8, 8), 10 * i, np.uint8)))
     for name in ("a.gif", "b.gif", "notes.txt", ".DS_Store"):
         (unlabeled / name).write_bytes(b"GIF89a" if name.endswith(".gif") else b"x")
-    dm = ImageFolderDataModule(
-        labeled_dir=str(folders / "labeled"), unlabeled_dir=str(unlabeled), image_size=8, channels=1, batch_size=20,
-        unlabeled_includes_labeled=False,
-    )  # fmt: skip
-    dm.setup("fit")
+    only = ["--data.unlabeled_dir", str(unlabeled), "--data.unlabeled_includes_labeled", "false"]
+    dm = cli(folder_fit(folders, tmp_path / "run", *only, "--test_after_fit", "false")).datamodule
     assert dm.unlabeled is not None and len(dm.unlabeled) == 25
     assert sorted({int(v) for v in dm.unlabeled.images[:, 0, 0, 0]}) == [10 * i for i in range(25)]  # WEBP read
     (said,) = [str(w.message) for w in recwarn if "not images" in str(w.message)]
@@ -174,11 +170,8 @@ def test_symlinked_folders_are_followed_once_without_looping(folders, tmp_path):
     unlabeled.mkdir()
     (unlabeled / "linked").symlink_to(real, target_is_directory=True)
     (real / "loop").symlink_to(unlabeled, target_is_directory=True)  # a link back up: must not loop
-    dm = ImageFolderDataModule(
-        labeled_dir=str(folders / "labeled"), unlabeled_dir=str(unlabeled), image_size=8, channels=1, batch_size=20,
-        unlabeled_includes_labeled=False,
-    )  # fmt: skip
-    dm.setup("fit")
+    only = ["--data.unlabeled_dir", str(unlabeled), "--data.unlabeled_includes_labeled", "false"]
+    dm = cli(folder_fit(folders, tmp_path / "run", *only, "--test_after_fit", "false")).datamodule
     assert dm.unlabeled is not None and len(dm.unlabeled) == 30
 
 
@@ -194,3 +187,98 @@ def test_a_truncated_jpeg_is_named_before_training_or_skipped_on_request(folders
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     main([*args, "--data.skip_bad_images", "true"])
     assert any("skipped 1 unreadable images, e.g. " in str(w.message) and "cut.jpg" in str(w.message) for w in recwarn)
+
+
+def test_a_labeled_folder_with_one_class_or_one_level_too_deep_is_named(folders, tmp_path):
+    deep = tmp_path / "labeled" / "animals"
+    for kind in ("cat", "dog"):
+        for i in range(3):
+            write_png(deep / kind / f"{i}.png", np.zeros((8, 8), np.uint8))
+    message = refused(*folder_fit(folders, tmp_path / "run", "--data.labeled_dir", str(tmp_path / "labeled")))
+    labeled = tmp_path / "labeled"
+    assert (
+        f"data.labeled_dir {labeled}: a classifier needs two classes or more, found only the class 'animals'" in message
+    )
+    assert f"its folder holds the subfolders cat, dog: one level too deep? Give data.labeled_dir {deep}" in message
+    one = tmp_path / "one"
+    write_png(one / "cat" / "a.png", np.zeros((8, 8), np.uint8))
+    message = refused(*folder_fit(folders, tmp_path / "run", "--data.labeled_dir", str(one)))
+    assert message.endswith("found only the class 'cat'")
+
+
+def test_a_checkpoint_of_other_data_used_with_the_folder_config_is_named(folders, tmp_path, checkpoint):
+    args = ["predict", "--config", str(CONFIGS / "image_folder.yaml"), "--ckpt_path", str(checkpoint)]
+    message = refused(*args, "--data.predict_dir", str(folders / "new"), "--trainer.default_root_dir", str(tmp_path))
+    assert (
+        f"--ckpt_path {checkpoint}: the checkpoint records no class names (it was trained on DigitsDataModule"
+        in message
+    )
+
+
+def test_predict_from_the_last_checkpoint_takes_the_class_names_it_records(folders, tmp_path):
+    main(folder_fit(folders, tmp_path, "--test_after_fit", "false"))
+    args = ["predict", "--config", str(CONFIGS / "image_folder.yaml"), "--ckpt_path", "last"]
+    args += ["--data.predict_dir", str(folders / "new"), "--trainer.default_root_dir", str(tmp_path)]
+    args += ["--data.image_size", "8", "--data.channels", "1", "--predictions_csv", str(tmp_path / "p.csv")]
+    args += [
+        "--model.discriminator",
+        "lit_ssgan.models.MLPDiscriminator",
+        "--model.generator",
+        "lit_ssgan.models.MLPGenerator",
+    ]
+    main(args)
+    header = (tmp_path / "p.csv").read_text().splitlines()[0]
+    assert header == "file,prediction," + ",".join(str(d) for d in range(10))
+
+
+@pytest.mark.parametrize(
+    "out, says",
+    [
+        ("samples", "--out: samples must end in .png or .jpg"),
+        (".", "--out: . must end in"),
+        ("/proc/samples.png", "--out: /proc/samples.png cannot be written"),
+        ("a_file/samples.png", "a_file is a file"),
+    ],
+)
+def test_a_samples_picture_that_cannot_be_written_is_refused_naming_out(tmp_path, checkpoint, monkeypatch, out, says):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "a_file").write_text("")
+    with pytest.raises(SystemExit) as stopped:
+        samples_main(["--ckpt_path", str(checkpoint), "--out", out])
+    assert isinstance(stopped.value.code, str) and says in stopped.value.code and "\n" not in stopped.value.code
+    samples_main(["--ckpt_path", str(checkpoint), "--out", "grid.png"])
+    assert (tmp_path / "grid.png").is_file()
+
+
+def test_a_fit_that_fails_before_its_first_step_leaves_no_run_folder(tmp_path):
+    no_end = ["--trainer.max_epochs", "-1", "--trainer.max_steps", "-1"]  # the config's decay needs an end
+    assert "max_epochs or trainer.max_steps" in refused(*digits_args(tmp_path / "new", *no_end))
+    assert not (tmp_path / "new").exists()  # made by the run, removed with it
+    (tmp_path / "mine").mkdir()
+    refused(*digits_args(tmp_path / "mine", *no_end, "--trainer.logger", "true"))
+    assert (tmp_path / "mine").is_dir() and not list((tmp_path / "mine").iterdir())  # the user's folder stays
+    main(digits_args(tmp_path / "mine", "--trainer.max_steps", "1"))  # and the next run is version_0
+    assert (tmp_path / "mine" / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_a_run_that_fails_after_its_first_steps_keeps_its_folder(tmp_path):
+    diverging = ["--model.discriminator", "tests.helpers.DivergingDiscriminator"]
+    diverging += [
+        "--model.discriminator.init_args.hidden",
+        "[64, 32]",
+        "--model.discriminator.init_args.nan_after",
+        "9",
+    ]
+    diverging += ["--trainer.callbacks.init_args.every_n_train_steps", "1"]
+    assert "non-finite loss at step 3" in refused(*digits_args(tmp_path, *diverging, networks=[]))
+    assert list(tmp_path.rglob("*.ckpt"))  # the last good checkpoint stays, and its folder
+
+
+def test_the_folder_config_says_nothing_that_is_not_the_users_to_act_on(folders, tmp_path):
+    args = folder_fit(folders, tmp_path, "--test_after_fit", "false")
+    i = args.index("--data.train_transforms")
+    del args[i : i + 2]  # the config's own augmentation, whose defaults once made jsonargparse warn
+    command = [sys.executable, "-m", "lit_ssgan", *args]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert "JsonargparseWarning" not in out.stderr, out.stderr  # its dump of albumentations' (0.0, 0.0)

@@ -229,6 +229,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         # the classes first: the base class checks the options against them
         self.class_names = list(class_names) if class_names else self._find_class_names()
         self.num_classes = len(self.class_names)
+        self._check_classes(class_names is not None)
         self.predict_files: list[str] = []  # relative to predict_dir, in prediction order
         super().__init__(num_labeled=num_labeled, val_size=val_size, **kwargs)
 
@@ -241,6 +242,31 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         if self.numeric_labels:
             return [str(g) for g in range(int(max(float(n) for n in names)) + 1)]
         return names
+
+    def _check_classes(self, given: bool) -> None:
+        """At least two classes, or a message that says where they were looked for."""
+        if not self.class_names:
+            raise ConfigError(
+                "no classes: give data.labeled_dir (class subfolders, or a labels CSV), data.class_names, "
+                "or a checkpoint that records them"
+            )
+        if len(self.class_names) >= 2 or self.numeric_labels:
+            return
+        found = f"the class {self.class_names[0]!r}"
+        if given:
+            raise ConfigError(f"data.class_names: a classifier needs two classes or more, got only {found}")
+        folder = self.dirs["labeled_dir"]
+        assert folder is not None
+        deeper = sorted(p.name for p in (folder / self.class_names[0]).glob("*") if p.is_dir())
+        hint = (
+            f"; its folder holds the subfolders {', '.join(deeper[:5])}: one level too deep? Give "
+            f"data.labeled_dir {folder / self.class_names[0]}"
+            if deeper and not self.csvs["labeled_dir"]
+            else ""
+        )
+        raise ConfigError(
+            f"data.labeled_dir {folder}: a classifier needs two classes or more, found only {found}{hint}"
+        )
 
     def _sort_key(self, name: str) -> Any:
         try:
@@ -369,11 +395,6 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         images, kept = self._read(files, f"data.predict_dir {root}")
         self.predict_files = [files[i].relative_to(root).as_posix() for i in kept]
         return images
-
-    def setup(self, stage: str) -> None:
-        if not self.class_names:
-            raise ConfigError("no classes: give data.labeled_dir, data.class_names, or a checkpoint that records them")
-        super().setup(stage)
 
     def state_dict(self) -> dict[str, Any]:
         return {**super().state_dict(), "class_names": self.class_names}
