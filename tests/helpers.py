@@ -4,6 +4,7 @@ network that diverges on purpose (importable by ``class_path`` from a CLI subpro
 from __future__ import annotations
 
 import os
+import signal
 from functools import partial
 from pathlib import Path
 
@@ -147,3 +148,11 @@ class StepLosses(Callback):
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         self.by_epoch.setdefault(trainer.current_epoch, []).append(outputs["loss"].item())
+
+
+class TermDuringValidation(Callback):
+    """Sends this process a SIGTERM (what a scheduler sends) in the middle of epoch 2's validation."""
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 3 and not trainer.sanity_checking:
+            os.kill(os.getpid(), signal.SIGTERM)

@@ -282,3 +282,12 @@ def test_the_folder_config_says_nothing_that_is_not_the_users_to_act_on(folders,
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "JsonargparseWarning" not in out.stderr, out.stderr  # its dump of albumentations' (0.0, 0.0)
+
+
+def test_a_validation_class_unknown_to_training_is_refused_before_training(folders, tmp_path):
+    write_png(tmp_path / "val" / "eleven" / "a.png", np.zeros((8, 8), np.uint8))
+    message = refused(
+        *folder_fit(folders, tmp_path / "run", "--data.val_dir", str(tmp_path / "val"), "--test_after_fit", "false")
+    )
+    assert "data.val_dir: unknown labels ['eleven']; the classes are" in message
+    assert not (tmp_path / "run").exists()

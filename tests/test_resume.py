@@ -167,3 +167,16 @@ def test_sigusr1_stops_like_sigterm_where_no_cluster_claims_it(tmp_path):
     assert run.returncode == 143, stderr[-3000:]
     assert "lit-ssgan: stopped by SIGTERM after step" in stderr
     assert torch.load(find_last_checkpoint(tmp_path), weights_only=True)["global_step"] < 500
+
+
+def test_sigterm_during_validation_then_resume_last_ends_with_the_weights_of_an_unbroken_run(tmp_path):
+    many_val_batches = ["--trainer.max_epochs", "4", "--data.eval_batch_size", "20"]  # 10 validation batches
+    stop = "--trainer.callbacks+=tests.helpers.TermDuringValidation"
+    with pytest.raises(SystemExit) as stopped:
+        cli(digits_args(tmp_path / "stopped", *many_val_batches, stop))
+    assert stopped.value.code == 143
+    assert torch.load(find_last_checkpoint(tmp_path / "stopped"), weights_only=True)["global_step"] == 8
+    resumed = cli(digits_args(tmp_path / "stopped", *many_val_batches, "--ckpt_path", "last"))
+    straight = cli(digits_args(tmp_path / "straight", *many_val_batches))
+    assert resumed.trainer.global_step == straight.trainer.global_step == 16
+    assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())

@@ -7,6 +7,7 @@ from lit_ssgan.callbacks.epoch_line import EpochLine
 from lit_ssgan.callbacks.gpu_memory import GPUMemoryFraction
 from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
+from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.callbacks.samples import SampleGrid
 from lit_ssgan.callbacks.summaries import Summaries
 
@@ -16,6 +17,7 @@ __all__ = [
     "GPUMemoryFraction",
     "Preemption",
     "RandomState",
+    "RunFolderCleanup",
     "SampleGrid",
     "Summaries",
     "ema_with_warmup",
