@@ -40,6 +40,28 @@ def digits_args(root: Path, *extra: str, subcommand: str = "fit", networks: list
     return [*args, "--trainer.enable_model_summary", "false", *extra]
 
 
+def folder_args(folders: Path, run: Path, *extra: str, subcommand: str = "fit") -> list[str]:
+    """configs/image_folder.yaml with the folders, 16x16 grey, and small MLP networks (quick on a CPU)."""
+    args = [subcommand, "--config", str(CONFIGS / "image_folder.yaml"), "--trainer.default_root_dir", str(run)]
+    args += ["--data.image_size", "16", "--data.channels", "1", "--trainer.enable_progress_bar", "false"]
+    args += ["--model.discriminator", "lit_ssgan.models.MLPDiscriminator"]
+    args += [
+        "--model.discriminator.init_args.hidden",
+        "[256, 128]",
+        "--model.discriminator.init_args.input_noise",
+        "0.2",
+    ]
+    args += ["--model.generator", "lit_ssgan.models.MLPGenerator", "--model.generator.init_args.hidden", "[128]"]
+    args += ["--model.d_optimizer.init_args.lr", "0.003", "--model.g_optimizer.init_args.lr", "0.003"]
+    args += ["--model.d_lr_scheduler.init_args.rates", "{0: 0.003, 10: 0.001}"]
+    args += ["--model.g_lr_scheduler.init_args.rates", "{0: 0.003, 10: 0.001}"]
+    if subcommand == "fit":
+        args += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
+        args += ["--data.val_size", "0", "--data.batch_size", "50", "--data.train_transforms", "null"]
+        args += ["--test_after_fit", "false"]  # the config tests after fit: it needs a test_dir
+    return [*args, *extra]
+
+
 def write_png(path: Path, image: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), image)

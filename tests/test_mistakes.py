@@ -14,7 +14,7 @@ import pytest
 
 from lit_ssgan.cli import cli, main
 from lit_ssgan.sample_grid import main as samples_main
-from tests.helpers import CONFIGS, ROOT, digits_args, write_png
+from tests.helpers import CONFIGS, ROOT, digits_args, folder_args, write_png
 
 
 def refused(*args: str) -> str:
@@ -28,18 +28,10 @@ def refused(*args: str) -> str:
 
 
 def folder_fit(folders: Path, root: Path, *extra: str) -> list[str]:
-    """``configs/image_folder.yaml`` on the digits folders, 8x8 grey, small MLP networks."""
-    args = ["fit", "--config", str(CONFIGS / "image_folder.yaml"), "--trainer.default_root_dir", str(root)]
-    args += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
-    args += ["--data.image_size", "8", "--data.channels", "1", "--data.batch_size", "20", "--trainer.max_steps", "2"]
-    args += [
-        "--model.discriminator",
-        "lit_ssgan.models.MLPDiscriminator",
-        "--model.generator",
-        "lit_ssgan.models.MLPGenerator",
-    ]
-    args += ["--data.train_transforms", "null", "--trainer.enable_progress_bar", "false"]
-    return [*args, *extra]
+    """A 2-batch ``fit`` of ``configs/image_folder.yaml`` on the digits folders, 8x8 grey."""
+    return folder_args(
+        folders, root, "--data.image_size", "8", "--data.batch_size", "20", "--trainer.max_steps", "2", *extra
+    )
 
 
 @pytest.mark.parametrize("subcommand", ["test", "predict", "validate"])
@@ -216,17 +208,9 @@ def test_a_checkpoint_of_other_data_used_with_the_folder_config_is_named(folders
 
 
 def test_predict_from_the_last_checkpoint_takes_the_class_names_it_records(folders, tmp_path):
-    main(folder_fit(folders, tmp_path, "--test_after_fit", "false"))
-    args = ["predict", "--config", str(CONFIGS / "image_folder.yaml"), "--ckpt_path", "last"]
-    args += ["--data.predict_dir", str(folders / "new"), "--trainer.default_root_dir", str(tmp_path)]
-    args += ["--data.image_size", "8", "--data.channels", "1", "--predictions_csv", str(tmp_path / "p.csv")]
-    args += [
-        "--model.discriminator",
-        "lit_ssgan.models.MLPDiscriminator",
-        "--model.generator",
-        "lit_ssgan.models.MLPGenerator",
-    ]
-    main(args)
+    main(folder_fit(folders, tmp_path))
+    predict = ["--ckpt_path", "last", "--data.predict_dir", str(folders / "new"), "--data.image_size", "8"]
+    main(folder_args(folders, tmp_path, *predict, "--predictions_csv", str(tmp_path / "p.csv"), subcommand="predict"))
     header = (tmp_path / "p.csv").read_text().splitlines()[0]
     assert header == "file,prediction," + ",".join(str(d) for d in range(10))
 

@@ -83,6 +83,19 @@ def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tm
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
 
 
+def assert_resume_last_ends_like_an_unbroken_run(args: list[str], stopped: Path, straight: Path, env: dict) -> None:
+    """``args`` (a 60-batch run under ``stopped``) again with ``--ckpt_path last`` ends with the
+    weights of the same run made in one go under ``straight``."""
+    command = [sys.executable, "-m", "lit_ssgan", *args]
+    resumed = subprocess.run([*command, "--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    straight_args = [a.replace(str(stopped), str(straight)) for a in args]
+    subprocess.run([sys.executable, "-m", "lit_ssgan", *straight_args], cwd=ROOT, env=env, check=True)
+    final = find_last_checkpoint(stopped)
+    assert torch.load(final, weights_only=True)["global_step"] == 60
+    assert_same_weights(checkpoint_weights(find_last_checkpoint(straight)), checkpoint_weights(final))
+
+
 def test_sigkill_then_resume_last_ends_with_the_weights_of_an_uninterrupted_run(tmp_path):
     # the full-size demo networks, so a batch takes long enough for the kill to land mid-run
     big = ["--model.discriminator.init_args.hidden", "[1000, 500, 250]"]
@@ -108,14 +121,7 @@ def test_sigkill_then_resume_last_ends_with_the_weights_of_an_uninterrupted_run(
     killed_at = torch.load(find_last_checkpoint(tmp_path / "killed"), weights_only=True)["global_step"]
     assert killed_at < 60
 
-    resumed = subprocess.run([*command, "--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight_args = [a.replace(str(tmp_path / "killed"), str(tmp_path / "straight")) for a in args]
-    subprocess.run([sys.executable, "-m", "lit_ssgan", *straight_args], cwd=ROOT, env=env, check=True)
-
-    final = find_last_checkpoint(tmp_path / "killed")
-    assert torch.load(final, weights_only=True)["global_step"] == 60
-    assert_same_weights(checkpoint_weights(find_last_checkpoint(tmp_path / "straight")), checkpoint_weights(final))
+    assert_resume_last_ends_like_an_unbroken_run(args, tmp_path / "killed", tmp_path / "straight", env)
 
 
 def test_sigterm_writes_where_it_is_exits_143_and_resume_last_ends_with_the_weights_of_an_unbroken_run(tmp_path):
@@ -139,13 +145,7 @@ def test_sigterm_writes_where_it_is_exits_143_and_resume_last_ends_with_the_weig
     stopped_at = torch.load(find_last_checkpoint(tmp_path / "stopped"), weights_only=True)["global_step"]
     assert 0 < stopped_at < 60 and f"after step {stopped_at} " in said
 
-    resumed = subprocess.run([*command, "--ckpt_path", "last"], cwd=ROOT, env=env, capture_output=True, text=True)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    straight_args = [a.replace(str(tmp_path / "stopped"), str(tmp_path / "straight")) for a in args]
-    subprocess.run([sys.executable, "-m", "lit_ssgan", *straight_args], cwd=ROOT, env=env, check=True)
-    final = find_last_checkpoint(tmp_path / "stopped")
-    assert torch.load(final, weights_only=True)["global_step"] == 60
-    assert_same_weights(checkpoint_weights(find_last_checkpoint(tmp_path / "straight")), checkpoint_weights(final))
+    assert_resume_last_ends_like_an_unbroken_run(args, tmp_path / "stopped", tmp_path / "straight", env)
 
 
 def test_sigusr1_stops_like_sigterm_where_no_cluster_claims_it(tmp_path):
