@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import sys
@@ -178,6 +179,9 @@ def main(args: list[str] | None = None) -> None:
     short message and the command exits with status 1; set ``LIT_SSGAN_TRACEBACK=1`` to see the
     traceback as well. Anything else is a bug, and shows its traceback.
     """
+    # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
+    # of the signal, an INFO record of this one logger, would be a second
+    logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     with warnings.catch_warnings():
         # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
         warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", FutureWarning)

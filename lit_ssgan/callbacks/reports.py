@@ -38,6 +38,10 @@ class PredictionsCSV(BasePredictionWriter):
         self.path = path
         self.written: Path | None = None
 
+    def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
+        if trainer.world_size > 1:  # before predicting, not after
+            raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
+
     def write_on_epoch_end(
         self,
         trainer: lightning.Trainer,
@@ -45,8 +49,6 @@ class PredictionsCSV(BasePredictionWriter):
         predictions: Sequence[Any],
         batch_indices: Sequence[Any],
     ) -> None:
-        if trainer.world_size > 1:
-            raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
         outputs = torch.cat(
             [
                 torch.as_tensor(p)
