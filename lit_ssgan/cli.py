@@ -182,6 +182,8 @@ def main(args: list[str] | None = None) -> None:
     # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
     # of the signal, an INFO record of this one logger, would be a second
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
+    # Lightning's advertisement for its cloud logger, printed with every run: not the user's to act on
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoLitLoggerTip())
     with warnings.catch_warnings():
         # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
         warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", FutureWarning)
@@ -196,6 +198,11 @@ def main(args: list[str] | None = None) -> None:
                 raise
             print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
             sys.exit(2)  # argparse's status for a bad command line
+
+
+class _NoLitLoggerTip(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.msg)
 
 
 # jsonargparse's lines that explain its type machinery rather than the user's mistake

@@ -266,6 +266,7 @@ def test_the_folder_config_says_nothing_that_is_not_the_users_to_act_on(folders,
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
     assert "JsonargparseWarning" not in out.stderr, out.stderr  # its dump of albumentations' (0.0, 0.0)
+    assert "litlogger" not in out.stderr  # Lightning's advertisement for its cloud logger
 
 
 def test_a_validation_class_unknown_to_training_is_refused_before_training(folders, tmp_path):
