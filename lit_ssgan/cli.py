@@ -60,8 +60,9 @@ class SemiSupervisedCLI(LightningCLI):
         ckpt_path = self.config[subcommand].get("ckpt_path") if subcommand else None
         # what the checkpoint records of its data (class names, for test and predict); read once
         self._ckpt_data = None
-        if ckpt_path == "last":  # the file it will be, for what it records (resolved again when the run starts)
-            ckpt_path = find_last_checkpoint(self.config[subcommand]["trainer"].get("default_root_dir") or ".")
+        if ckpt_path == "last":  # test and predict need the class names it records; fit reads the folders
+            root = self.config[subcommand]["trainer"].get("default_root_dir") or "."
+            ckpt_path = find_last_checkpoint(root) if subcommand != "fit" else None
         if ckpt_path:
             loaded = load_checkpoint_file(ckpt_path)
             self._ckpt_data = loaded.get("data") if isinstance(loaded, dict) else None
@@ -183,7 +184,7 @@ def main(args: list[str] | None = None) -> None:
     # of the signal, an INFO record of this one logger, would be a second
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     # Lightning's advertisement for its cloud logger, printed with every run: not the user's to act on
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NoLitLoggerTip())
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_LITLOGGER_TIP)  # once: same object
     with warnings.catch_warnings():
         # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
         warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", FutureWarning)
@@ -203,6 +204,9 @@ def main(args: list[str] | None = None) -> None:
 class _NoLitLoggerTip(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         return "litlogger" not in str(record.msg)
+
+
+_NO_LITLOGGER_TIP = _NoLitLoggerTip()
 
 
 # jsonargparse's lines that explain its type machinery rather than the user's mistake

@@ -195,14 +195,10 @@ class SemiSupervisedGAN(LightningModule):
             ours, theirs = built_for[name], getattr(datamodule, name, None)
             if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
                 raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
-        batch_size = getattr(datamodule, "hparams", {}).get("batch_size")
-        normed = [
-            net
-            for net in ("discriminator", "generator")
-            if any(isinstance(m, BATCH_NORMS) for m in getattr(self, net).modules())
-        ]
-        if stage == "fit" and batch_size == 1 and normed:
-            raise ConfigError(f"data.batch_size 1: the {normed[0]}'s batch norm needs batches of 2 or more images")
+        if stage == "fit" and getattr(datamodule, "hparams", {}).get("batch_size") == 1:
+            for net in ("discriminator", "generator"):
+                if any(isinstance(m, BATCH_NORMS) for m in getattr(self, net).modules()):
+                    raise ConfigError(f"data.batch_size 1: the {net}'s batch norm needs batches of 2 or more images")
 
     def _data(self) -> dict[str, Any]:
         """What the networks were built for, and the data module feeding them (if any)."""

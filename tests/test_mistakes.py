@@ -11,6 +11,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from lit_ssgan.cli import cli, main
 from lit_ssgan.sample_grid import main as samples_main
@@ -39,7 +40,12 @@ def test_evaluating_without_a_checkpoint_is_refused_unless_meant(tmp_path, subco
     message = refused(*digits_args(tmp_path, subcommand=subcommand))
     assert f"{subcommand} needs --ckpt_path" in message and "--untrained true" in message
     assert not list(tmp_path.rglob("*"))  # nothing written: no run folder, no report
-    main(digits_args(tmp_path, "--untrained", "true", subcommand=subcommand))  # on purpose: it runs
+    run = cli(digits_args(tmp_path, "--untrained", "true", subcommand=subcommand))  # on purpose: it runs
+    if subcommand == "predict":
+        assert len(torch.cat(run.trainer.predict_loop.predictions)) == 500  # every test digit
+    else:
+        prefix = "val" if subcommand == "validate" else "test"
+        assert 0.0 <= run.trainer.callback_metrics[f"{prefix}/acc"].item() < 0.5  # untrained: near chance
 
 
 @pytest.mark.parametrize(

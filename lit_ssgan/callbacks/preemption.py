@@ -41,7 +41,6 @@ class Preemption(Callback):
 
     def __init__(self) -> None:
         self._previous_sigusr1: Any = None
-        self.written: Path | None = None
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         # after Lightning has set its own handlers (it restores what it found when fit ends)
@@ -58,7 +57,6 @@ class Preemption(Callback):
             return
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # every process: a collective under DDP
-        self.written = path
         exception.code = EXIT_STATUS  # the SystemExit Lightning raises ends the process with this status
         batch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
         _say(

@@ -29,7 +29,6 @@ class RunFolderCleanup(Callback):
 
     def __init__(self, root_existed: bool = True) -> None:
         self.root_existed = root_existed
-        self.removed: Path | None = None
 
     def on_exception(self, trainer: lightning.Trainer, pl_module: LightningModule, exception: BaseException) -> None:
         if trainer.global_step > 0 or isinstance(exception, SIGTERMException) or not trainer.is_global_zero:
@@ -41,7 +40,6 @@ class RunFolderCleanup(Callback):
         if any(p.is_file() and not p.name.startswith(self.NOTHING_TO_KEEP) for p in folder.rglob("*")):
             return
         shutil.rmtree(folder)
-        self.removed = folder
         root = Path(trainer.default_root_dir).resolve()
         parent = folder.parent.resolve()
         while parent.is_relative_to(root) and not any(parent.iterdir()):

@@ -259,7 +259,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         images, labels = self._checked(*self.load_train_pool(), "training pool")
         separate_val = self.load_val_set()
         if separate_val is not None and hp["val_size"]:
-            raise ConfigError("give data.val_size or a validation set of its own (data.val_dir), not both")
+            raise ConfigError("give data.val_size or a validation set of its own, not both")
         if hp["val_size"] >= len(labels):
             raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
         order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))

@@ -83,10 +83,9 @@ def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     Raises:
         BadFileError: naming the file, if it cannot be decoded.
     """
-    data = np.fromfile(path, dtype=np.uint8)
-    if _truncated(path, data.tobytes()[-64:]):
+    if path.suffix.lower() in (".jpg", ".jpeg") and _jpeg_truncated(path):
         raise BadFileError(f"{path} is truncated: it ends before its end-of-image marker")
-    image = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if image is None or image.size == 0:
         raise BadFileError(f"{path} could not be read as an image")
     if image.dtype == np.uint16:
@@ -114,15 +113,12 @@ def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _truncated(path: Path, tail: bytes) -> bool:
-    """Whether a JPEG or PNG file lacks the marker its format ends with (a download or copy cut
-    short: OpenCV would decode the start and fill the rest with grey)."""
-    suffix = path.suffix.lower()
-    if suffix in (".jpg", ".jpeg"):
-        return not tail.rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
-    if suffix == ".png":
-        return b"IEND" not in tail
-    return False
+def _jpeg_truncated(path: Path) -> bool:
+    """Whether a JPEG file lacks its end-of-image marker (a download or copy cut short), which
+    OpenCV would decode into an image filled with grey. (Cut PNG, WEBP and BMP files fail to decode.)"""
+    with open(path, "rb") as f:
+        f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
+        return not f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
 
 
 def read_images(
@@ -224,6 +220,8 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         for name, folder in self.dirs.items():
             if folder is not None and not folder.is_dir():
                 raise MissingFileError(f"data.{name}: no folder {folder}")
+        if val_dir and val_size:
+            raise ConfigError("give data.val_size or data.val_dir, not both")
         self.csvs = {"labeled_dir": labels_csv, "val_dir": val_labels_csv, "test_dir": test_labels_csv}
         self.numeric_labels, self.skip_bad_images = numeric_labels, skip_bad_images
         # the classes first: the base class checks the options against them
