@@ -1,19 +1,37 @@
-"""MNIST as folders of PNG files, for the image-folder path; and how fast they can feed training.
+"""MNIST as folders of PNG files, for the image-folder path; how fast they can feed training; and
+what fit and predict cost in memory and time on many colour images.
 
     python benchmarks/image_folders.py write --data-dir ../shared/data/mnist --out /tmp/mnist_png
     python benchmarks/image_folders.py loader --folder /tmp/mnist_png/unlabeled --image-size 64
+    python benchmarks/image_folders.py write-colour --data-dir ../shared/data/mnist --out /tmp/px128 --count 100000
+    python benchmarks/image_folders.py memory --folders /tmp/px128 --unlabeled unlabeled/part0 --work /tmp/mem20k
 
 ``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), unlabeled/ (the other 59 900
 training images), test/<digit>/ (the 10 000 test images) and new/ (the first 1 000 test images,
 flat, with truth.csv). ``loader`` times the two ways to feed training from a folder on this
-machine: decoding every image once into memory (what ImageFolderDataModule does), and decoding in
-DataLoader workers every epoch.
+machine: decoding every image once into the decode cache (what ImageFolderDataModule does), then
+gathering batches from it; and decoding in DataLoader workers every epoch.
+
+``write-colour`` makes --count colour PNGs of --size px (MNIST digits enlarged, tinted and grained:
+about 20 KB a file at 128 px) in unlabeled/part0, part1, ... (20 000 a part), and labeled/<digit>/
+(10 a class). ``memory`` runs ``lit-ssgan fit`` (2 steps, small conv networks, no augmentation)
+twice on a fresh decode cache, then ``lit-ssgan predict`` on the same unlabeled images, each as a
+process of its own, and prints each one's peak anonymous memory (``RssAnon``, sampled every 20 ms:
+the process's own memory, not the page cache that a memory-mapped file or the PNGs take) and wall
+time. ``--tree`` runs another checkout's package (the code before a change).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import cv2
@@ -22,7 +40,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ssgan.data.datasets import read_idx
-from lit_ssgan.data.image_folder import list_images, read_image, read_images
+from lit_ssgan.data.decode_cache import DecodeCache
+from lit_ssgan.data.decoding import read_image
+from lit_ssgan.data.image_folder import list_images
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def write(args: argparse.Namespace) -> None:
@@ -64,18 +86,19 @@ class DecodingDataset(Dataset):
 
 
 def loader(args: argparse.Namespace) -> None:
-    paths = list_images(Path(args.folder))[: args.limit]
+    folder = Path(args.folder)
+    paths = list_images(folder)[: args.limit]
     n = len(paths)
-    start = time.perf_counter()
-    images, _, _ = read_images(paths, args.image_size, 3)
-    once = time.perf_counter() - start
-    tensors = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
-    start = time.perf_counter()
-    for _ in range(n // args.batch_size):  # an epoch from memory: indexing only
-        tensors[torch.randint(0, n, (args.batch_size,))]
-    memory_epoch = time.perf_counter() - start
+    with tempfile.TemporaryDirectory() as cache:
+        start = time.perf_counter()
+        images, _, _ = DecodeCache(cache).images(paths, args.image_size, 3, "data.unlabeled_dir", folder, False)
+        once = time.perf_counter() - start
+        start = time.perf_counter()
+        for _ in range(n // args.batch_size):  # an epoch from the cache: gather and convert each batch
+            torch.from_numpy(images[torch.randint(0, n, (args.batch_size,)).numpy()]).permute(0, 3, 1, 2).float()
+        cached_epoch = time.perf_counter() - start
     print(f"{n} images, {args.image_size}x{args.image_size} RGB, {torch.get_num_threads()} threads:")
-    print(f"  decode once into memory: {n / once:,.0f} images/s ({once:.1f} s); then an epoch: {memory_epoch:.2f} s")
+    print(f"  decode once into the cache: {n / once:,.0f} images/s ({once:.1f} s); then an epoch: {cached_epoch:.2f} s")
     for workers in args.workers:
         dl = DataLoader(
             DecodingDataset(paths, args.image_size),
@@ -89,6 +112,94 @@ def loader(args: argparse.Namespace) -> None:
             pass
         seconds = time.perf_counter() - start
         print(f"  decode in {workers} DataLoader workers, every epoch: {n / seconds:,.0f} images/s ({seconds:.1f} s)")
+
+
+def write_colour(args: argparse.Namespace) -> None:
+    data, out = Path(args.data_dir), Path(args.out)
+    images = read_idx(data / "train-images-idx3-ubyte.gz")
+    labels = read_idx(data / "train-labels-idx1-ubyte.gz")
+    rng = np.random.default_rng(args.seed)
+    tints = rng.uniform(0.3, 1.0, (len(images), 3)).astype(np.float32)
+
+    def colour(i: int) -> np.ndarray:
+        digit = cv2.resize(images[i % len(images)], (args.size, args.size), interpolation=cv2.INTER_LINEAR)
+        grain = np.random.default_rng(i).integers(0, 24, (args.size, args.size, 3))
+        return np.clip(digit[..., None] * tints[i % len(images)] + grain, 0, 255).astype(np.uint8)
+
+    def write_one(item: tuple[Path, int]) -> None:
+        cv2.imwrite(str(item[0]), colour(item[1]))
+
+    jobs = []
+    for c in range(10):
+        (out / "labeled" / str(c)).mkdir(parents=True, exist_ok=True)
+        jobs += [(out / "labeled" / str(c) / f"l{i:05d}.png", int(i)) for i in np.flatnonzero(labels == c)[:10]]
+    for i in range(args.count):
+        part = out / "unlabeled" / f"part{i // 20000}"
+        if i % 20000 == 0:
+            part.mkdir(parents=True, exist_ok=True)
+        jobs.append((part / f"u{i:06d}.png", 100 + i))
+    start = time.perf_counter()
+    with ThreadPoolExecutor(os.cpu_count()) as pool:
+        list(pool.map(write_one, jobs, chunksize=256))
+    size = sum(p.stat().st_size for p, _ in jobs)
+    seconds = time.perf_counter() - start
+    print(f"wrote {len(jobs)} PNGs of {args.size} px ({size / 1e9:.2f} GB) to {out} in {seconds:.0f} s")
+
+
+def peak_anonymous_memory(command: list[str], cwd: Path, env: dict[str, str]) -> tuple[int, float, str]:
+    """Runs ``command``; its peak ``RssAnon`` (bytes, sampled every 20 ms), wall seconds and output."""
+    start = time.perf_counter()
+    process = subprocess.Popen(command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    peak = [0]
+
+    def sample() -> None:
+        while process.poll() is None:
+            try:
+                with open(f"/proc/{process.pid}/status") as f:
+                    kb = next(int(line.split()[1]) for line in f if line.startswith("RssAnon:"))
+                peak[0] = max(peak[0], kb * 1024)
+            except (OSError, StopIteration):
+                pass
+            time.sleep(0.02)
+
+    watcher = threading.Thread(target=sample, daemon=True)
+    watcher.start()
+    output = process.communicate()[0]
+    watcher.join()
+    if process.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed ({process.returncode}):\n{output[-3000:]}")
+    return peak[0], time.perf_counter() - start, output
+
+
+def memory(args: argparse.Namespace) -> None:
+    folders, work, tree = Path(args.folders), Path(args.work), Path(args.tree or ROOT)
+    shutil.rmtree(work, ignore_errors=True)
+    env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "2"}
+    unlabeled = folders / args.unlabeled
+    common = ["--config", str(ROOT / "configs" / "image_folder.yaml"), "--data.image_size", str(args.image_size)]
+    common += ["--model.discriminator.init_args.width", "[8, 16]", "--model.generator.init_args.base_channels", "16"]
+    common += ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
+    fit = ["fit", *common, "--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(unlabeled)]
+    fit += ["--data.train_transforms", "null", "--trainer.max_steps", "2", "--test_after_fit", "false"]
+    n = len(list_images(unlabeled))
+    print(f"{n} unlabeled images of {args.image_size} px, package at {tree}, {os.cpu_count()} cores")
+    print("| run | peak RssAnon | wall |\n|---|---|---|")
+    for name in ("fit (decodes)", "fit (again)"):
+        root = work / name.split()[1].strip("()")
+        command = [sys.executable, "-m", "lit_ssgan", *fit, "--trainer.default_root_dir", str(root)]
+        peak, seconds, output = peak_anonymous_memory(command, tree, env)
+        print(f"| {name} | {peak / 1e9:.2f} GB | {seconds:.0f} s |", flush=True)
+        if args.verbose:
+            print(output[-2000:])
+    ckpt = next((work / "again").rglob("last.ckpt"))
+    predict = ["predict", *common, "--data.predict_dir", str(unlabeled), "--ckpt_path", str(ckpt)]
+    predict += ["--data.class_names", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "--predictions_csv", str(work / "p.csv")]
+    command = [sys.executable, "-m", "lit_ssgan", *predict, "--trainer.default_root_dir", str(work / "predict")]
+    peak, seconds, output = peak_anonymous_memory(command, tree, env)
+    rows = len((work / "p.csv").read_text().splitlines()) - 1
+    print(f"| predict ({rows} rows) | {peak / 1e9:.2f} GB | {seconds:.0f} s |", flush=True)
+    cache = sum(p.stat().st_size for p in (work / "cache").rglob("*.npy"))
+    print(f"decode cache on disk: {cache / 1e9:.2f} GB")
 
 
 if __name__ == "__main__":
@@ -105,5 +216,18 @@ if __name__ == "__main__":
     lo.add_argument("--batch-size", type=int, default=100)
     lo.add_argument("--limit", type=int, default=20000)
     lo.add_argument("--workers", type=int, nargs="*", default=[0, 2])
+    wc = sub.add_parser("write-colour")
+    wc.add_argument("--data-dir", required=True)
+    wc.add_argument("--out", required=True)
+    wc.add_argument("--count", type=int, default=100000)
+    wc.add_argument("--size", type=int, default=128)
+    wc.add_argument("--seed", type=int, default=1)
+    me = sub.add_parser("memory")
+    me.add_argument("--folders", required=True, help="what write-colour wrote")
+    me.add_argument("--unlabeled", default="unlabeled", help="the unlabeled folder, relative to --folders")
+    me.add_argument("--work", required=True, help="a folder for the runs and their cache (emptied first)")
+    me.add_argument("--image-size", type=int, default=128)
+    me.add_argument("--tree", help="the checkout whose package runs (default: this one)")
+    me.add_argument("--verbose", action="store_true")
     args = parser.parse_args()
-    write(args) if args.command == "write" else loader(args)
+    {"write": write, "loader": loader, "write-colour": write_colour, "memory": memory}[args.command](args)

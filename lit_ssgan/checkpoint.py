@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import os
 import pickle
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -35,6 +36,7 @@ __all__ = [
     "load_checkpoint_file",
     "load_matching_weights",
     "non_plain_hparams",
+    "atomic_file",
     "write_atomically",
 ]
 
@@ -95,14 +97,23 @@ class SafeCheckpointIO(TorchCheckpointIO):
         return checkpoint
 
 
-def write_atomically(path: Path, write: Callable[[BinaryIO], Any]) -> None:
+def write_atomically(path: Path, write: Callable[[IO[Any]], Any]) -> None:
     """Calls ``write`` on a file beside ``path``, flushes it to disk and renames it into place, so
     a kill at any moment leaves the previous file or the new one, never half a file."""
+    with atomic_file(path) as f:
+        write(f)
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
+    """A file opened beside ``path`` (``open(aside, mode, **open_kwargs)``; its name is ``f.name``),
+    to write over the body of the ``with``; when the body ends, it is flushed to disk and renamed
+    into place. If the body raises, the file is removed, and ``path`` is left as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
     aside = path.with_name(f".{path.name}.{os.getpid()}.part")
     try:
-        with open(aside, "wb") as f:
-            write(f)
+        with open(aside, mode, **open_kwargs) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(aside, path)  # atomic on POSIX and Windows

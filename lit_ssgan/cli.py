@@ -114,7 +114,13 @@ class SemiSupervisedCLI(LightningCLI):
         if found is None:
             rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; starting from scratch")
 
-    before_validate = before_test = before_predict = _resolve_last_checkpoint
+    before_validate = before_test = _resolve_last_checkpoint
+
+    def before_predict(self) -> None:
+        self._resolve_last_checkpoint()
+        config = self.config_init[self.subcommand]
+        if config.get("return_predictions") is None:  # the CSV has them: memory stays flat however many
+            config["return_predictions"] = False
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,15 @@ from tests.helpers import SHARED_DATA, digits_args, write_png
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _decode_cache_of_the_session(tmp_path_factory) -> Iterator[None]:
+    """Image folders decode into a cache of this session's, never the user's ~/.cache (also in the
+    commands the tests start as processes of their own)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("XDG_CACHE_HOME", str(tmp_path_factory.mktemp("xdg_cache")))
+        yield
 
 
 def _shared_dataset(name: str) -> Path:

@@ -68,8 +68,15 @@ def test_fit_then_validate_test_predict_and_load(tmp_path):
     validated = cli(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="validate"))
     assert "val/acc" in validated.trainer.callback_metrics
     predicted = cli(digits_args(tmp_path, "--ckpt_path", ckpt, subcommand="predict"))
-    probs = torch.cat(predicted.trainer.predict_loop.predictions)
-    assert probs.shape == (500, 10)
+    assert predicted.trainer.predict_loop.predictions == []  # the CSV has them: memory stays flat
+    with open(Path(predicted.trainer.log_dir, "predictions.csv"), newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["file", "prediction", *map(str, range(10))] and len(rows) == 1 + 500
+    probs = torch.tensor([[float(p) for p in row[2:]] for row in rows[1:]])
+    torch.testing.assert_close(probs.sum(1), torch.ones(500))
+    # on request, the probabilities come back in memory too
+    kept = cli(digits_args(tmp_path, "--ckpt_path", ckpt, "--return_predictions", "true", subcommand="predict"))
+    torch.testing.assert_close(torch.cat(kept.trainer.predict_loop.predictions), probs, atol=1e-6, rtol=0)
     # a CLI checkpoint rebuilds the whole model by itself, loaded safely (weights_only)
     model = SemiSupervisedGAN.load_from_checkpoint(ckpt, weights_only=True)
     assert model.discriminator.hidden[0][0].v.shape == (64, 64)

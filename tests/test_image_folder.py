@@ -12,7 +12,7 @@ import torch
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli
 from lit_ssgan.data import ImageFolderDataModule
-from lit_ssgan.data.image_folder import read_image
+from lit_ssgan.data.decoding import read_image
 from tests.helpers import CONFIGS, folder_args
 from tests.helpers import write_png as write
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Sequence
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any
 
@@ -15,65 +16,93 @@ import numpy as np
 import torch
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import BasePredictionWriter, Callback
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_ssgan.callbacks.served import served_gan
-from lit_ssgan.checkpoint import write_atomically
+from lit_ssgan.checkpoint import atomic_file, write_atomically
+from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
 
 
 class PredictionsCSV(BasePredictionWriter):
     """Writes ``predict``'s results to a CSV: ``file``, the predicted class name and one probability
     column per class, named after it (regression: ``file``, ``value``), one row per image in the
-    data module's order (``predict_files``; else the row index). Written atomically when predict
-    ends: a failed predict leaves no partial file. The ``lit-ssgan predict`` command adds it.
+    data module's order (``predict_files``; else the row index). The rows are written as each batch
+    comes, to a file beside the CSV that is renamed into place when predict ends: memory stays
+    constant however many images there are, and a failed predict leaves no partial file. Images
+    the data module could not read (:data:`~lit_ssgan.data.decoding.UNREADABLE`) get no row, and
+    are counted in one warning. The ``lit-ssgan predict`` command adds it.
 
     Args:
         path: the CSV; default ``predictions.csv`` in the run's log directory.
     """
 
     def __init__(self, path: str | None = None) -> None:
-        super().__init__(write_interval="epoch")
+        super().__init__(write_interval="batch")
         self.path = path
         self.written: Path | None = None
+        self._open = ExitStack()
 
     def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
         if trainer.world_size > 1:  # before predicting, not after
             raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
 
-    def write_on_epoch_end(
+    def on_predict_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
+        self._target = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.csv"
+        file = self._open.enter_context(atomic_file(self._target, "w", newline="", encoding="utf-8"))
+        self._csv = csv.writer(file, quoting=csv.QUOTE_MINIMAL)
+        datamodule = getattr(trainer, "datamodule", None)
+        self._files = [str(f) for f in getattr(datamodule, "predict_files", [])]
+        self._names: list[str] = list(getattr(datamodule, "class_names", None) or [])
+        self._seen, self._rows = 0, 0
+        self._unreadable: list[str] = []
+
+    def write_on_batch_end(
         self,
         trainer: lightning.Trainer,
         pl_module: LightningModule,
-        predictions: Sequence[Any],
-        batch_indices: Sequence[Any],
+        prediction: Any,
+        batch_indices: Sequence[int] | None,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int,
     ) -> None:
-        outputs = torch.cat(
-            [
-                torch.as_tensor(p)
-                for p in (predictions[0] if predictions and isinstance(predictions[0], list) else predictions)
-            ]
-        )
-        datamodule = getattr(trainer, "datamodule", None)
-        files = [str(f) for f in getattr(datamodule, "predict_files", [])] or [str(i) for i in range(len(outputs))]
+        outputs = torch.as_tensor(prediction).float().cpu()
+        readable = (batch[1] != UNREADABLE).cpu().tolist()
+        files = self._files[self._seen : self._seen + len(outputs)] if self._files else None
+        files = files or [str(i) for i in range(self._seen, self._seen + len(outputs))]
         if len(files) != len(outputs):
-            raise RuntimeError(f"{len(outputs)} predictions for {len(files)} files")
-        buffer = io.StringIO()
-        writer = csv.writer(buffer, quoting=csv.QUOTE_MINIMAL)
-        if outputs.ndim == 1:  # regression
-            writer.writerow(["file", "value"])
-            writer.writerows([f, f"{v:.6g}"] for f, v in zip(files, outputs.tolist(), strict=True))
-        else:
-            names = getattr(datamodule, "class_names", None) or [str(k) for k in range(outputs.shape[1])]
-            writer.writerow(["file", "prediction", *names])
-            for f, probs in zip(files, outputs.tolist(), strict=True):
-                writer.writerow([f, names[int(np.argmax(probs))], *(f"{p:.6g}" for p in probs)])
-        path = Path(self.path) if self.path else Path(trainer.log_dir or ".") / "predictions.csv"
-        data = buffer.getvalue().encode()
-        write_atomically(path, lambda f: f.write(data))
-        self.written = path
-        print(f"predictions: {len(files)} rows written to {path}", flush=True)
+            raise RuntimeError(f"{self._seen + len(outputs)} predictions for {len(self._files)} files")
+        if self._seen == 0:
+            if outputs.ndim == 2:
+                self._names = self._names or [str(k) for k in range(outputs.shape[1])]
+            self._csv.writerow(["file", "value"] if outputs.ndim == 1 else ["file", "prediction", *self._names])
+        self._seen += len(outputs)
+        for f, values, ok in zip(files, outputs.tolist(), readable, strict=True):
+            if not ok:
+                self._unreadable.append(f)
+            elif outputs.ndim == 1:  # regression
+                self._csv.writerow([f, f"{values:.6g}"])
+            else:
+                self._csv.writerow([f, self._names[int(np.argmax(values))], *(f"{p:.6g}" for p in values)])
+        self._rows += sum(readable)
+
+    def on_predict_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
+        if self._files and self._seen != len(self._files):
+            raise RuntimeError(f"{self._seen} predictions for {len(self._files)} files")
+        self._open.close()  # renames the finished file into place
+        self.written = self._target
+        print(f"predictions: {self._rows} rows written to {self._target}", flush=True)
+        if self._unreadable:
+            rank_zero_warn(
+                f"predict: {len(self._unreadable)} images could not be read and have no row, e.g. "
+                f"{', '.join(self._unreadable[:3])}"
+            )
+
+    def on_exception(self, trainer: lightning.Trainer, pl_module: LightningModule, exception: BaseException) -> None:
+        self._open.__exit__(type(exception), exception, exception.__traceback__)  # removes the partial file
 
 
 class TestReport(Callback):

@@ -11,9 +11,9 @@ import albumentations as A
 import numpy as np
 import torch
 from lightning.pytorch import LightningDataModule
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
-from lit_ssgan.data.datasets import ImageDataset, collate_batch
+from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows, collate_batch
 from lit_ssgan.data.loaders import ResumableDataLoader
 from lit_ssgan.data.samplers import EpochSampler, class_weights
 from lit_ssgan.errors import ConfigError, check_non_negative, check_positive, check_probability
@@ -38,7 +38,9 @@ class SemiSupervisedDataModule(LightningDataModule):
     Subclasses set ``num_classes`` and ``image_shape`` (before calling this ``__init__``, which
     checks the options against them) and implement :meth:`load_train_pool` and
     :meth:`load_test_set`; where their data comes in other parts, :meth:`load_val_set`,
-    :meth:`load_unlabeled` and :meth:`load_predict_set`. The split itself is this class's alone.
+    :meth:`load_unlabeled` and :meth:`predict_dataset`. The split itself is this class's alone, and
+    it copies no image: its parts are rows of the images the subclass gave (:class:`ImageRows`),
+    gathered a batch at a time.
 
     Args:
         num_labeled: labeled training examples, split evenly across classes; or a list, the
@@ -97,7 +99,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.unlabeled: ImageDataset | None = None
         self.val: ImageDataset | None = None
         self.test: ImageDataset | None = None
-        self.predict: ImageDataset | None = None
+        self.predict: Dataset | None = None
         # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
         self.shuffle_seed: int | None = None
 
@@ -140,19 +142,19 @@ class SemiSupervisedDataModule(LightningDataModule):
         return self.class_names[c] if self.class_names else str(c)
 
     # -- what a subclass provides ---------------------------------------------------------
-    def load_train_pool(self) -> tuple[np.ndarray, np.ndarray]:
+    def load_train_pool(self) -> tuple[Images, np.ndarray]:
         """The labeled training pool: ``(N, H, W, C)`` uint8 images and ``(N,)`` labels."""
         raise NotImplementedError
 
-    def load_test_set(self) -> tuple[np.ndarray, np.ndarray]:
+    def load_test_set(self) -> tuple[Images, np.ndarray]:
         """The test set: ``(N, H, W, C)`` uint8 images and ``(N,)`` labels."""
         raise NotImplementedError
 
-    def load_val_set(self) -> tuple[np.ndarray, np.ndarray] | None:
+    def load_val_set(self) -> tuple[Images, np.ndarray] | None:
         """A validation set of its own, or None (the default): ``val_size`` examples of the pool."""
         return None
 
-    def load_unlabeled(self) -> np.ndarray | None:
+    def load_unlabeled(self) -> Images | None:
         """Unlabeled images beyond the pool's, ``(M, H, W, C)`` uint8, or None (the default)."""
         return None
 
@@ -160,9 +162,12 @@ class SemiSupervisedDataModule(LightningDataModule):
         """Refuses, cheaply (reading no image), a test set that ``test`` would fail on; called at
         the start of a ``fit`` that ends with a test. By default: nothing to check."""
 
-    def load_predict_set(self) -> np.ndarray:
-        """The images ``predict`` predicts, ``(M, H, W, C)`` uint8; by default the test set's."""
-        return self.load_test_set()[0]
+    def predict_dataset(self) -> Dataset:
+        """What ``predict`` predicts, in order, as batches of ``(images, labels)`` with the labels
+        unknown (-1); by default the test set's images, under the eval transforms."""
+        images = self.load_test_set()[0]
+        hidden = np.full(len(images), UNKNOWN_LABEL)
+        return ImageDataset(self._checked(images, hidden, "predict set", labeled=False)[0], hidden, self.eval_transform)
 
     # -- splitting ------------------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -172,17 +177,13 @@ class SemiSupervisedDataModule(LightningDataModule):
             images, labels = self._checked(*self.load_test_set(), "test set")
             self.test = ImageDataset(images, labels, self.eval_transform)
         if stage == "predict" and self.predict is None:
-            images = self.load_predict_set()
-            hidden = np.full(len(images), UNKNOWN_LABEL)
-            self.predict = ImageDataset(
-                self._checked(images, hidden, "predict set", labeled=False)[0], hidden, self.eval_transform
-            )
+            self.predict = self.predict_dataset()
         if self.shuffle_seed is None:
             self.shuffle_seed = int(torch.randint(0, 2**62, ()).item())
 
     def _checked(
-        self, images: np.ndarray, labels: np.ndarray, what: str, labeled: bool = True
-    ) -> tuple[np.ndarray, np.ndarray]:
+        self, images: Images, labels: np.ndarray, what: str, labeled: bool = True
+    ) -> tuple[Images, np.ndarray]:
         c, h, w = self.image_shape
         if images.shape[1:] != (h, w, c):
             raise ConfigError(f"{what}: expected images of shape (N, {h}, {w}, {c}), got {images.shape}")
@@ -257,6 +258,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         ``unlabeled_includes_labeled``), then the validation images if ``unlabeled_includes_val``."""
         hp = self.hparams
         images, labels = self._checked(*self.load_train_pool(), "training pool")
+        pool = as_rows(images)
         separate_val = self.load_val_set()
         if separate_val is not None and hp["val_size"]:
             raise ConfigError("give data.val_size or a validation set of its own, not both")
@@ -268,24 +270,25 @@ class SemiSupervisedDataModule(LightningDataModule):
         unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
         if separate_val is not None:
             val_images, val_labels = self._checked(*separate_val, "validation set")
+            val = as_rows(val_images)
         else:
-            val_images, val_labels = images[val_idx], labels[val_idx]
+            val, val_labels = pool.subset(val_idx), labels[val_idx]
         extra = self.load_unlabeled()
-        parts = [*([] if extra is None else [extra]), images[unlabeled_idx]]
+        parts = [*([] if extra is None else [as_rows(extra)]), pool.subset(unlabeled_idx)]
         if hp["unlabeled_includes_val"]:
-            parts.append(val_images)
-        unlabeled = parts[0] if len(parts) == 1 else np.concatenate(parts)
+            parts.append(val)
+        unlabeled = ImageRows.concat(parts)
         if len(unlabeled) < hp["batch_size"]:
             raise ConfigError(
                 f"the unlabeled set ({len(unlabeled)} images) is smaller than batch_size ({hp['batch_size']})"
             )
         hidden = np.full(len(unlabeled), UNKNOWN_LABEL)
-        self.labeled = ImageDataset(images[labeled_idx], labels[labeled_idx], self.train_transform)
+        self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.train_transform)
         self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
-        self.val = ImageDataset(val_images, val_labels, self.eval_transform) if len(val_labels) else None
+        self.val = ImageDataset(val, val_labels, self.eval_transform) if len(val_labels) else None
 
     # -- loaders --------------------------------------------------------------------------
-    def _loader(self, dataset: ImageDataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
+    def _loader(self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
         workers = self.hparams["num_workers"]
         return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,

@@ -1,4 +1,4 @@
-"""In-memory image datasets, and readers for the files they come from."""
+"""Image datasets that gather a batch at a time, and readers for the files they come from."""
 
 from __future__ import annotations
 
@@ -22,31 +22,117 @@ from lit_ssgan.errors import BadFileError, DownloadError, MissingFileError
 Batch = tuple[Tensor, Tensor]
 
 
-class ImageDataset(Dataset[Batch]):
-    """Images and labels held in memory, fetched a batch at a time.
+class ImageRows:
+    """Same-shaped uint8 images ``(N, H, W, C)``, in memory or memory-mapped from a decode cache,
+    that are gathered only when asked for: a subset or a concatenation is a list of row numbers,
+    not a copy, so no split of a dataset holds its pixels twice (or at all, when mapped).
 
-    Without augmentation the images are converted once to a float tensor in [0, 1], so a
-    batch is one indexing operation. With an albumentations pipeline, each image is
-    augmented on the fly (uint8 HWC in, as albumentations expects) and then scaled.
+    Indexing with an int, a slice or a list of ints (then, as with arrays, the pixels' own
+    indices) gathers those images into a new array; ``np.asarray(rows)`` gathers them all.
+
+    Example:
+        >>> a, b = np.zeros((3, 2, 2, 1), np.uint8), np.ones((2, 2, 2, 1), np.uint8)
+        >>> rows = ImageRows.concat([ImageRows(a).subset([2, 0]), ImageRows(b)])
+        >>> len(rows), rows.shape, rows[[0, 2, 3]][:, 0, 0, 0].tolist()
+        (4, (4, 2, 2, 1), [0, 1, 1])
+    """
+
+    def __init__(self, array: np.ndarray, rows: np.ndarray | None = None) -> None:
+        if array.ndim != 4 or array.dtype != np.uint8:
+            raise ValueError(f"images must be a uint8 array (N, H, W, C), got {array.dtype} {array.shape}")
+        self._arrays = [array]
+        # image i is row _rows[i] of array _source[i]
+        self._rows = np.arange(len(array)) if rows is None else np.asarray(rows, dtype=np.int64)
+        self._source = np.zeros(len(self._rows), dtype=np.int64)
+
+    @classmethod
+    def concat(cls, parts: Sequence[ImageRows]) -> ImageRows:
+        if len({p.shape[1:] for p in parts}) != 1:
+            raise ValueError(f"cannot join images of shapes {sorted({p.shape[1:] for p in parts})}")
+        joined = cls.__new__(cls)
+        joined._arrays = [a for p in parts for a in p._arrays]
+        offsets = np.cumsum([0] + [len(p._arrays) for p in parts[:-1]])
+        joined._source = np.concatenate([p._source + o for p, o in zip(parts, offsets, strict=True)])
+        joined._rows = np.concatenate([p._rows for p in parts])
+        return joined
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self), *self._arrays[0].shape[1:])
+
+    def subset(self, indices: Sequence[int] | np.ndarray) -> ImageRows:
+        """The images at ``indices``, in that order, still not gathered."""
+        indices = np.asarray(indices, dtype=np.int64)
+        chosen = ImageRows.__new__(ImageRows)
+        chosen._arrays, chosen._source, chosen._rows = self._arrays, self._source[indices], self._rows[indices]
+        return chosen
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        if isinstance(key, tuple):  # rows first, then the rest of the key within them
+            return self[key[0]][(slice(None),) + key[1:]]
+        if isinstance(key, slice):
+            return self[np.arange(len(self))[key]]
+        indices = np.asarray(key, dtype=np.int64)
+        if indices.ndim == 0:
+            return self[indices[None]][0]
+        out = np.empty((len(indices), *self.shape[1:]), dtype=np.uint8)
+        source, rows = self._source[indices], self._rows[indices]
+        for s in np.unique(source):
+            where = np.flatnonzero(source == s)
+            # a mapped file is read in ascending order (one sweep), each image then put in its place
+            order = np.argsort(rows[where], kind="stable")
+            out[where[order]] = self._arrays[s][rows[where[order]]]
+        return out
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        images = self[np.arange(len(self))]
+        return images if dtype is None else images.astype(dtype)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # a memory-mapped array is pickled (to DataLoader workers under spawn) as its file, not its pixels
+        arrays = [(a.filename, a.offset, a.shape) if isinstance(a, np.memmap) else a for a in self._arrays]
+        return {"arrays": arrays, "source": self._source, "rows": self._rows}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self._arrays = [
+            np.memmap(a[0], np.uint8, "r", offset=a[1], shape=a[2]) if isinstance(a, tuple) else a
+            for a in state["arrays"]
+        ]
+        self._source, self._rows = state["source"], state["rows"]
+
+
+#: images as the data modules hand them over: an array, or rows of arrays (memory-mapped ones too)
+Images = np.ndarray | ImageRows
+
+
+def as_rows(images: Images) -> ImageRows:
+    return images if isinstance(images, ImageRows) else ImageRows(images)
+
+
+class ImageDataset(Dataset[Batch]):
+    """Images and labels, fetched a batch at a time: the batch's uint8 images are gathered (from
+    memory or a memory-mapped decode cache), augmented on the fly with an albumentations pipeline
+    if there is one (uint8 HWC in, as albumentations expects), and only then converted to float in
+    [0, 1]. No copy of all the images is made, in any precision.
 
     Args:
-        images: ``(N, H, W, C)`` uint8 array.
+        images: ``(N, H, W, C)`` uint8 array, or :class:`ImageRows`.
         labels: ``(N,)`` integer labels (-1 where unknown), or float labels for regression.
         transform: an albumentations pipeline (``A.Compose``) applied to each image, or None.
     """
 
-    def __init__(self, images: np.ndarray, labels: np.ndarray, transform: A.Compose | None = None) -> None:
-        if images.ndim != 4 or images.dtype != np.uint8:
-            raise ValueError(f"images must be a uint8 array (N, H, W, C), got {images.dtype} {images.shape}")
+    def __init__(self, images: Images, labels: np.ndarray, transform: A.Compose | None = None) -> None:
         if len(images) != len(labels):
             raise ValueError(f"{len(images)} images but {len(labels)} labels")
-        self.images = images
+        self.images = as_rows(images)
         # class indices, or numbers for regression
         self.labels = torch.as_tensor(
             labels, dtype=torch.float32 if np.issubdtype(labels.dtype, np.floating) else torch.long
         )
         self.transform = transform
-        self._tensors = None if transform else _to_tensor(images)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -58,15 +144,18 @@ class ImageDataset(Dataset[Batch]):
     def __getitems__(self, indices: Sequence[int]) -> Batch:
         """A whole batch at once; the DataLoader calls this instead of ``__getitem__``."""
         index = torch.as_tensor(indices, dtype=torch.long)
-        if self._tensors is not None:
-            return self._tensors[index], self.labels[index]
-        assert self.transform is not None
+        return to_batch(self.images[index.numpy()], self.transform, index), self.labels[index]
+
+
+def to_batch(images: np.ndarray, transform: A.Compose | None, index: Tensor) -> Tensor:
+    """A batch of uint8 images, augmented by ``transform`` (if any), as float in [0, 1]."""
+    if transform is not None:
         # albumentations draws from generators of its own, which no global seed reaches: seeded
         # from the batch's indices, a batch is augmented alike in a rerun and in a resumed run,
         # and each batch differently (every epoch's order is new)
-        self.transform.set_random_seed(zlib.crc32(index.numpy().tobytes()))
-        augmented = np.stack([self.transform(image=self.images[i])["image"] for i in indices])
-        return _to_tensor(augmented), self.labels[index]
+        transform.set_random_seed(zlib.crc32(index.numpy().tobytes()))
+        images = np.stack([transform(image=image)["image"] for image in images])
+    return _to_tensor(images)
 
 
 def _to_tensor(images: np.ndarray) -> Tensor:

@@ -1,0 +1,221 @@
+"""The on-disk decode cache of image folders: each folder decoded once, to a memory-mapped file of
+uint8 pixels that every later run (and every process of a run on that machine) reads in place."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from lightning.pytorch.utilities import rank_zero_only
+
+from lit_ssgan.checkpoint import atomic_file, write_atomically
+from lit_ssgan.data.datasets import ImageRows
+from lit_ssgan.data.decoding import DECODER, decode_into
+from lit_ssgan.errors import BadFileError, ConfigError
+from lit_ssgan.outputs import check_output_folder
+
+#: the layout of a cache's files; a change to it makes every older cache a miss
+FORMAT = 1
+
+
+def default_cache_dir() -> Path:
+    """``$XDG_CACHE_HOME/lit_ssgan``, by default ``~/.cache/lit_ssgan``."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "lit_ssgan"
+
+
+def cache_key(paths: Sequence[Path], image_size: int, channels: int) -> str:
+    """A digest of everything the decoded pixels depend on: each file's absolute path, size and
+    modification time (in the order given), the size and channels decoded to, and the decoder."""
+    digest = hashlib.sha256(f"{FORMAT}\n{DECODER}\n{image_size} {channels}\n".encode())
+    for path in paths:
+        status = os.stat(path)
+        digest.update(f"{os.path.abspath(path)}\0{status.st_size}\0{status.st_mtime_ns}\n".encode())
+    return digest.hexdigest()
+
+
+class DecodeCache:
+    """Decoded image folders, kept on disk in ``folder`` (default :func:`default_cache_dir`).
+
+    A list of files decodes, once, to ``<name>-<key>.npy`` (``(N, H, W, C)`` uint8, read back
+    memory-mapped: the pixels live in the page cache, shared, not in a process's own memory) and
+    ``<name>-<key>.json`` (what was decoded, and the files that could not be). The key
+    (:func:`cache_key`) changes with any file added, removed, replaced or touched, with the image
+    size and channels, and with the decoder; a new cache of a folder replaces the older one.
+
+    The arrays are written beside their final name and renamed into place, then the JSON the
+    same way: a decode killed at any point leaves no cache that looks complete (a cache is
+    complete when its JSON is there). Processes building the same cache take turns on a lock
+    file (``fcntl.flock``, where the system has it): the DDP processes of one machine decode a
+    folder once, the others wait for it and then read it.
+    """
+
+    def __init__(self, folder: str | Path | None = None, option: str = "data.cache_dir") -> None:
+        self.folder = Path(folder) if folder else default_cache_dir()
+        self.option = option
+
+    def check(self) -> None:
+        """Refuses, before any work, a cache folder that cannot be written."""
+        check_output_folder(self.folder, self.option)
+
+    def images(
+        self, paths: Sequence[Path], image_size: int, channels: int, option: str, folder: Path, skip_bad: bool
+    ) -> tuple[ImageRows, list[int], list[Path]]:
+        """``paths`` decoded to ``(image_size, image_size, channels)``, from the cache, or decoded
+        into it first.
+
+        Args:
+            option, folder: the option that names the images' folder, and the folder: they name the
+                images in messages and the cache's file, and a cache of the same option and folder,
+                at the same size, but from other files, is outdated and removed.
+            skip_bad: leave out the files that cannot be read (else the first one raises).
+
+        Returns:
+            the images, the indices into ``paths`` they came from, and the files left out.
+
+        Raises:
+            BadFileError: naming the file, if one cannot be read and ``skip_bad`` is false.
+            ConfigError: if the cache's disk has too little room for it.
+        """
+        shape = (len(paths), image_size, image_size, channels)
+        what, identity = f"{option} {folder}", f"{option} {folder.resolve()}"
+        name = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{option.split('.')[-1]}-{folder.resolve().name}")[:60]
+        key = cache_key(paths, image_size, channels)[:24]
+        base = self.folder / f"{name}-{image_size}px-{'rgb' if channels == 3 else 'grey'}-{key}"
+        npy, meta = base.with_suffix(".npy"), base.with_suffix(".json")
+        with self._locked(base.with_suffix(".lock"), what):
+            record = self._complete(npy, meta, shape)
+            if record is None:
+                record = self._build(paths, shape, npy, meta, what, identity, skip_bad)
+            else:
+                _say(f"{what}: {len(paths)} images from the decode cache {npy} ({_size(npy.stat().st_size)})")
+        failed = {int(i): message for i, message in record["failed"].items()}
+        if failed and not skip_bad:
+            raise BadFileError(next(iter(failed.values())))
+        kept = [i for i in range(len(paths)) if i not in failed]
+        return ImageRows(np.load(npy, mmap_mode="r"), np.asarray(kept)), kept, [paths[i] for i in failed]
+
+    @staticmethod
+    def _complete(npy: Path, meta: Path, shape: tuple[int, ...]) -> dict[str, Any] | None:
+        """The record of a complete cache of images of ``shape`` there, or None."""
+        try:
+            record = json.loads(meta.read_text())
+            complete = record["shape"] == list(shape) and np.load(npy, mmap_mode="r").shape == shape
+        except (OSError, ValueError, KeyError):
+            return None
+        return record if complete else None
+
+    def _build(
+        self,
+        paths: Sequence[Path],
+        shape: tuple[int, ...],
+        npy: Path,
+        meta: Path,
+        what: str,
+        identity: str,
+        skip_bad: bool,
+    ) -> dict[str, Any]:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for partial in self.folder.glob(f".{npy.name}.*.part"):  # left by a killed decode
+            partial.unlink(missing_ok=True)
+        needed = int(np.prod(shape)) + 4096
+        free = shutil.disk_usage(self.folder).free
+        if needed > free:
+            raise ConfigError(
+                f"{self.option} {self.folder}: decoding {what} needs {_size(needed)} there, and the disk has "
+                f"{_size(free)} free; give {self.option} on a disk with room"
+            )
+        _say(f"{what}: decoding {len(paths)} images to {shape[1]}x{shape[2]}x{shape[3]}, once, into {npy}", True)
+        last = [time.monotonic()]
+
+        def progress(done: int, total: int, seconds: float) -> None:
+            if done < total and time.monotonic() - last[0] >= 10:
+                last[0] = time.monotonic()
+                left = seconds * (total - done) / max(done, 1)
+                _say(f"  {done}/{total} decoded ({done / seconds:.0f} images/s), about {left:.0f} s left", True)
+
+        start = time.perf_counter()
+
+        with atomic_file(npy) as f:
+            # the array is mapped, by name, onto the file `f` has open beside `npy`; the file is
+            # then synced to disk and renamed into place
+            out = np.lib.format.open_memmap(f.name, mode="w+", dtype=np.uint8, shape=shape)
+            failed = decode_into(paths, out, skip_bad, progress)
+            out.flush()
+            del out
+        seconds = time.perf_counter() - start
+        record = {
+            "format": FORMAT,
+            "identity": identity,
+            "decoder": DECODER,
+            "shape": list(shape),
+            "failed": {str(i): message for i, message in failed.items()},
+            "seconds": round(seconds, 2),
+        }
+        write_atomically(meta, lambda f: f.write(json.dumps(record, indent=1).encode()))
+        _say(
+            f"{what}: {len(paths)} images decoded in {seconds:.1f} s ({len(paths) / max(seconds, 1e-9):.0f}/s); "
+            f"the cache takes {_size(npy.stat().st_size)}",
+            True,
+        )
+        self._remove_outdated(identity, shape, keep=meta)
+        return record
+
+    def _remove_outdated(self, identity: str, shape: tuple[int, ...], keep: Path) -> None:
+        """Removes the caches built for the same images at the same size from other files."""
+        for other in self.folder.glob("*.json"):
+            if other == keep:
+                continue
+            try:
+                record = json.loads(other.read_text())
+            except (OSError, ValueError):
+                continue
+            if record.get("identity") == identity and record.get("shape", [])[1:] == list(shape[1:]):
+                npy = other.with_suffix(".npy")
+                freed = npy.stat().st_size if npy.exists() else 0
+                other.unlink(missing_ok=True)
+                npy.unlink(missing_ok=True)
+                other.with_suffix(".lock").unlink(missing_ok=True)
+                _say(f"  removed the outdated cache {npy} ({_size(freed)})", True)
+
+    @staticmethod
+    @contextmanager
+    def _locked(path: Path, what: str) -> Iterator[None]:
+        try:
+            import fcntl
+        except ImportError:  # Windows: no lock; a race only decodes twice (each cache lands whole)
+            yield
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                _say(f"{what}: waiting for another process decoding it into {path.parent}", True)
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _say(line: str, every_process: bool = False) -> None:
+    """A line on the console: from the first process only, unless it concerns what this process does."""
+    if every_process or getattr(rank_zero_only, "rank", 0) == 0:
+        print(line, flush=True)
+
+
+def _size(n: float) -> str:
+    """Bytes for a person: ``_size(4.9e9)`` is ``'4.9 GB'``."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("KB", 1e3)):
+        if n >= scale:
+            return f"{n / scale:.1f} {unit}"
+    return f"{n:.0f} bytes"
