@@ -14,7 +14,7 @@ gathering batches from it; and decoding in DataLoader workers every epoch.
 
 ``write-colour`` makes --count colour PNGs of --size px (MNIST digits enlarged, tinted and grained:
 about 20 KB a file at 128 px) in unlabeled/part0, part1, ... (20 000 a part), and labeled/<digit>/
-(10 a class). ``memory`` runs ``lit-ssgan fit`` (2 steps, small conv networks, no augmentation)
+(10 a class). ``memory`` runs ``lit-ssgan fit`` (2 steps, a small MLP pair, no augmentation)
 twice on a fresh decode cache, then ``lit-ssgan predict`` on the same unlabeled images, each as a
 process of its own, and prints each one's peak anonymous memory (``RssAnon``, sampled every 20 ms:
 the process's own memory, not the page cache that a memory-mapped file or the PNGs take) and wall
@@ -177,7 +177,10 @@ def memory(args: argparse.Namespace) -> None:
     env = {**os.environ, "XDG_CACHE_HOME": str(work / "cache"), "PYTHONPATH": str(tree), "OMP_NUM_THREADS": "2"}
     unlabeled = folders / args.unlabeled
     common = ["--config", str(ROOT / "configs" / "image_folder.yaml"), "--data.image_size", str(args.image_size)]
-    common += ["--model.discriminator.init_args.width", "[8, 16]", "--model.generator.init_args.base_channels", "16"]
+    # small networks, so that what is measured is the data: the MLP pair, one hidden layer of 64
+    common += ["--model.discriminator", "lit_ssgan.models.MLPDiscriminator", "--model.generator"]
+    common += ["lit_ssgan.models.MLPGenerator", "--model.discriminator.init_args.hidden", "[64]"]
+    common += ["--model.generator.init_args.hidden", "[64]"]
     common += ["--trainer.enable_progress_bar", "false", "--trainer.logger", "false"]
     fit = ["fit", *common, "--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(unlabeled)]
     fit += ["--data.train_transforms", "null", "--trainer.max_steps", "2", "--test_after_fit", "false"]
@@ -193,7 +196,7 @@ def memory(args: argparse.Namespace) -> None:
             print(output[-2000:])
     ckpt = next((work / "again").rglob("last.ckpt"))
     predict = ["predict", *common, "--data.predict_dir", str(unlabeled), "--ckpt_path", str(ckpt)]
-    predict += ["--data.class_names", "[0, 1, 2, 3, 4, 5, 6, 7, 8, 9]", "--predictions_csv", str(work / "p.csv")]
+    predict += ["--data.class_names", str([str(c) for c in range(10)]), "--predictions_csv", str(work / "p.csv")]
     command = [sys.executable, "-m", "lit_ssgan", *predict, "--trainer.default_root_dir", str(work / "predict")]
     peak, seconds, output = peak_anonymous_memory(command, tree, env)
     rows = len((work / "p.csv").read_text().splitlines()) - 1
