@@ -5,6 +5,7 @@ never half-written, shared by the processes of one machine, and exact resume unc
 from __future__ import annotations
 
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -257,4 +258,33 @@ def test_exact_resume_mid_epoch_on_cached_data(folders, tmp_path):
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
     assert not torch.equal(
         checkpoint_weights(middle)["discriminator.classifier.v"], resumed.model.discriminator.classifier.v
+    )
+
+
+def test_rows_of_a_mapped_cache_travel_to_loader_workers_as_the_file_not_the_pixels(small):
+    images = setup_fit(**small).unlabeled.images
+    travelled = pickle.loads(sent := pickle.dumps(images))
+    assert len(sent) < 10_000 < images.shape[0] * 16 * 16 * 3  # the index arrays, not the 40 KB of pixels
+    assert np.array_equal(np.asarray(travelled), np.asarray(images))
+    assert all(isinstance(array, np.memmap) for array in travelled._arrays)
+
+
+def test_predict_leaves_out_an_unreadable_image_with_skip_bad_images_and_names_it_without(folders, tmp_path):
+    run = cli(folder_args(folders, tmp_path, "--trainer.max_steps", "1"))
+    new = tmp_path / "new"
+    for path in sorted((folders / "new").glob("*.png"))[:20]:
+        (new / path.name).parent.mkdir(exist_ok=True)
+        (new / path.name).write_bytes(path.read_bytes())
+    (new / "m_broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "p.csv"
+    predict = ["--ckpt_path", str(Path(run.trainer.log_dir, "checkpoints", "last.ckpt")), "--predictions_csv", str(out)]
+    predict += ["--data.predict_dir", str(new), "--data.eval_batch_size", "8"]
+    with pytest.raises(ValueError, match="m_broken.png could not be read.*skip_bad_images true skips"):
+        cli(folder_args(folders, tmp_path, *predict, subcommand="predict"))
+    assert not out.exists()
+    with pytest.warns(UserWarning, match="1 images could not be read and have no row, e.g. m_broken.png"):
+        cli(folder_args(folders, tmp_path, *predict, "--data.skip_bad_images", "true", subcommand="predict"))
+    rows = out.read_text().splitlines()
+    assert [row.split(",")[0] for row in rows[1:]] == sorted(
+        p.name for p in new.glob("*.png") if "broken" not in p.name
     )

@@ -102,7 +102,7 @@ def decode_into(
             except BadFileError as err:
                 if not skip_bad:
                     stop.set()
-                    raise
+                    raise BadFileError(f"{err} (data.skip_bad_images true skips such files)") from None
                 failed[i] = str(err)
         return len(chunk)
 
