@@ -85,19 +85,22 @@ def test_a_changed_folder_is_read_again_and_its_outdated_cache_removed(small, tm
     setup_fit(**small)
     cache = Path(small["cache_dir"])
     assert len(list(cache.glob("unlabeled_dir-*.npy"))) == 1
+    # one image rewritten in place: the same file names, so only its size and time tell
     changed = tmp_path / "unlabeled" / "img00003.png"
     image = cv2.imread(str(changed))
     image[0, 0] = (200, 0, 7)
     cv2.imwrite(str(changed), image)
     os.utime(changed, ns=(time.time_ns(), time.time_ns() + 10**9))  # a new mtime, whatever the clock's grain
-    write_folder(tmp_path / "more", 1)
-    (tmp_path / "more" / "img00000.png").rename(tmp_path / "unlabeled" / "added.png")
     decoded = count_decodes(monkeypatch)
     dm = setup_fit(**small)
-    assert len(decoded) == 41  # the labeled folders are unchanged: still read from their cache
-    firsts = np.asarray(dm.unlabeled.images)[:41, 0, 0, 2].tolist()
-    assert 200 in firsts and 3 not in firsts and len(dm.unlabeled) == 41 + 12
-    assert len(list(cache.glob("unlabeled_dir-*.npy"))) == 1  # the outdated one is gone
+    assert len(decoded) == 40  # the labeled folders are unchanged: still read from their cache
+    firsts = np.asarray(dm.unlabeled.images)[:40, 0, 0, 2].tolist()
+    assert 200 in firsts and 3 not in firsts
+    # an image added
+    write_folder(tmp_path / "more", 1)
+    (tmp_path / "more" / "img00000.png").rename(tmp_path / "unlabeled" / "added.png")
+    assert len(setup_fit(**small).unlabeled) == 41 + 12 and len(decoded) == 40 + 41
+    assert len(list(cache.glob("unlabeled_dir-*.npy"))) == 1  # the outdated ones are gone
 
 
 def test_a_cache_of_another_size_or_channels_is_never_used(small, monkeypatch):
@@ -156,20 +159,30 @@ def write_labeled(tmp_path: Path) -> Path:
     return tmp_path / "labeled"
 
 
-def test_processes_of_one_machine_decode_a_folder_once_and_share_it(small):
+def test_processes_of_one_machine_decode_a_folder_once_and_share_it(tmp_path):
+    """Two processes set up the same folders at the same moment (released together once both are
+    ready), as the DDP processes of one machine do: one decodes, the other waits for it, then reads."""
+    folder = write_folder(tmp_path / "unlabeled", 1500, size=96)
+    go = tmp_path / "go"
     script = (
-        "import sys; from lit_ssgan.data import ImageFolderDataModule; "
+        "import sys, time; from pathlib import Path; from lit_ssgan.data import ImageFolderDataModule; "
+        "print('ready', flush=True); "
+        "exec('while not Path(sys.argv[4]).exists(): time.sleep(0.001)'); "
         "dm = ImageFolderDataModule(labeled_dir=sys.argv[1], unlabeled_dir=sys.argv[2], cache_dir=sys.argv[3], "
-        "image_size=16, batch_size=8, num_labeled=4); dm.setup('fit'); "
+        "image_size=96, batch_size=8, num_labeled=4); dm.setup('fit'); "
         "import numpy as np; print('sum', int(np.asarray(dm.unlabeled.images, dtype=np.int64).sum()))"
     )
-    args = [sys.executable, "-c", script, small["labeled_dir"], small["unlabeled_dir"], small["cache_dir"]]
+    args = [sys.executable, "-c", script, str(write_labeled(tmp_path)), str(folder), str(tmp_path / "cache"), str(go)]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     runs = [subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    assert [run.stdout.readline() for run in runs] == ["ready\n"] * 2  # type: ignore[union-attr]
+    go.touch()
     outputs = [run.communicate(timeout=120)[0] for run in runs]
     assert all(run.returncode == 0 for run in runs)
-    assert sum(out.count("decoding 40 images") for out in outputs) == 1  # one decoded; the other waited, then read
-    assert sum(out.count("40 images from the decode cache") for out in outputs) == 1
+    assert sum(out.count("decoding 1500 images") for out in outputs) == 1  # one decoded
+    waited = [line for out in outputs for line in out.splitlines() if "unlabeled_dir" in line and "waiting" in line]
+    assert len(waited) == 1  # the other waited for it
+    assert sum(out.count("1500 images from the decode cache") for out in outputs) == 1  # then read it
     assert len({line for out in outputs for line in out.splitlines() if line.startswith("sum")}) == 1
 
 

@@ -124,7 +124,7 @@ class DecodeCache:
         skip_bad: bool,
     ) -> dict[str, Any]:
         self.folder.mkdir(parents=True, exist_ok=True)
-        for partial in self.folder.glob(f".{npy.name}.*.part"):  # left by a killed decode
+        for partial in self.folder.glob(f".{npy.stem}.*.part"):  # the array or record of a killed decode
             partial.unlink(missing_ok=True)
         needed = int(np.prod(shape)) + 4096
         free = shutil.disk_usage(self.folder).free
