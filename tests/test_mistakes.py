@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from lit_ssgan.cli import cli, main
+from lit_ssgan.data.decoding import SKIP_HINT
 from lit_ssgan.sample_grid import main as samples_main
 from tests.helpers import CONFIGS, ROOT, digits_args, folder_args, write_png
 
@@ -181,7 +182,7 @@ def test_a_truncated_jpeg_is_named_before_training_or_skipped_on_request(folders
     (unlabeled / "cut.jpg").write_bytes(whole[: len(whole) // 2])  # a download cut short
     args = folder_fit(folders, tmp_path / "run", "--data.unlabeled_dir", str(unlabeled), "--test_after_fit", "false")
     message = refused(*args)
-    assert message.endswith("cut.jpg is truncated: it ends before its end-of-image marker")
+    assert message.endswith("cut.jpg is truncated: it ends before its end-of-image marker " + SKIP_HINT)
     assert not list((tmp_path / "run").rglob("*.ckpt"))
     main([*args, "--data.skip_bad_images", "true"])
     assert any("skipped 1 unreadable images, e.g. " in str(w.message) and "cut.jpg" in str(w.message) for w in recwarn)

@@ -19,7 +19,7 @@ from lightning.pytorch.utilities import rank_zero_only
 
 from lit_ssgan.checkpoint import atomic_file, write_atomically
 from lit_ssgan.data.datasets import ImageRows
-from lit_ssgan.data.decoding import DECODER, decode_into
+from lit_ssgan.data.decoding import DECODER, SKIP_HINT, decode_into
 from lit_ssgan.errors import BadFileError, ConfigError
 from lit_ssgan.outputs import check_output_folder
 
@@ -99,7 +99,7 @@ class DecodeCache:
                 _say(f"{what}: {len(paths)} images from the decode cache {npy} ({_size(npy.stat().st_size)})")
         failed = {int(i): message for i, message in record["failed"].items()}
         if failed and not skip_bad:
-            raise BadFileError(next(iter(failed.values())))
+            raise BadFileError(f"{next(iter(failed.values()))} {SKIP_HINT}")
         kept = [i for i in range(len(paths)) if i not in failed]
         return ImageRows(np.load(npy, mmap_mode="r"), np.asarray(kept)), kept, [paths[i] for i in failed]
 

@@ -24,6 +24,9 @@ from lit_ssgan.errors import BadFileError
 #: decoding (or to OpenCV) is never served from a cache that an older one wrote
 DECODER = f"read_image v1 (OpenCV {cv2.__version__}; 16-bit /257; alpha dropped; area shrink, linear enlarge)"
 
+#: what an error about an unreadable image adds
+SKIP_HINT = "(data.skip_bad_images true skips such files)"
+
 #: the label :class:`DecodingDataset` gives an image it could not read (with ``skip_bad``)
 UNREADABLE = -2
 
@@ -102,7 +105,7 @@ def decode_into(
             except BadFileError as err:
                 if not skip_bad:
                     stop.set()
-                    raise BadFileError(f"{err} (data.skip_bad_images true skips such files)") from None
+                    raise BadFileError(f"{err} {SKIP_HINT}") from None
                 failed[i] = str(err)
         return len(chunk)
 
