@@ -17,7 +17,7 @@ from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCL
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_ssgan.callbacks import EpochLine
+from lit_ssgan.callbacks import EpochLine, TimeLeft
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
@@ -42,6 +42,8 @@ class SemiSupervisedCLI(LightningCLI):
         callbacks: list = trainer.callbacks  # type: ignore[attr-defined]
         if self.subcommand == "fit" and config.get("epoch_line", True):
             callbacks.append(EpochLine())
+        if self.subcommand == "fit" and config.get("time_left", True):
+            callbacks.append(TimeLeft())
         if self.subcommand == "fit":
             callbacks.append(RunFolderCleanup(root_existed=Path(trainer.default_root_dir).exists()))
         if self.subcommand == "test" or (self.subcommand == "fit" and config.get("test_after_fit")):
@@ -134,6 +136,12 @@ class SemiSupervisedCLI(LightningCLI):
         parser.link_arguments("model.classification", "model.discriminator.init_args.regression", compute_fn=_negated)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="Run the test set when fit ends.")
         parser.add_argument("--epoch_line", type=bool, default=True, help="fit: print tefla's line after each epoch.")
+        parser.add_argument(
+            "--time_left",
+            type=bool,
+            default=True,
+            help="fit: print how long the run will take, after a few batches.",
+        )
         parser.add_argument(
             "--untrained",
             type=bool,

@@ -2,6 +2,7 @@
 
 import logging
 import re
+from types import SimpleNamespace
 
 import cv2
 import pytest
@@ -11,7 +12,16 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import Logger, TensorBoardLogger
 
 from lit_ssgan import DigitsDataModule
-from lit_ssgan.callbacks import EMA, GPUMemoryFraction, RandomState, SampleGrid, Summaries, ema_with_warmup
+from lit_ssgan.callbacks import (
+    EMA,
+    GPUMemoryFraction,
+    RandomState,
+    SampleGrid,
+    Summaries,
+    TimeLeft,
+    ema_with_warmup,
+    time_left,
+)
 from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.cli import cli
 from lit_ssgan.models.base import evaluating
@@ -200,3 +210,37 @@ def test_gpu_memory_fraction_caps_each_cuda_device_and_only_notes_a_cpu_run(monk
     for bad in (0.0, 1.5, -1):
         with pytest.raises(ValueError, match="fraction must lie in"):
             GPUMemoryFraction(bad)
+
+
+def test_time_left_says_once_how_long_the_run_takes_after_its_first_batches(tmp_path, capsys):
+    cli(digits_args(tmp_path, "--trainer.max_epochs", "3"))  # 4 batches an epoch
+    lines = [line for line in capsys.readouterr().out.splitlines() if "s a batch: the run's" in line]
+    assert len(lines) == 1, lines
+    assert re.fullmatch(
+        r"lit-ssgan: \S+ s a batch: the run's 12 batches \(3 epochs of 4\) take about \d+ s more \(done around .+\)",
+        lines[0],
+    )
+
+
+def test_time_left_speaks_again_when_the_estimate_moves(monkeypatch, capsys):
+    """Five batches of 1 s (after the first): 94 left, 94 s; then the batches slow to 3 s each."""
+    now = [0.0]
+    monkeypatch.setattr(time_left.time, "monotonic", lambda: now[0])
+    trainer = SimpleNamespace(estimated_stepping_batches=100, num_training_batches=10, global_step=0)
+    callback = TimeLeft(first_after=5, change=0.25)
+
+    def batches(n: int, seconds: float) -> None:
+        for _ in range(n):
+            callback.on_train_batch_start(trainer, None)
+            now[0] += seconds
+            trainer.global_step += 1
+            callback.on_train_batch_end(trainer, None)
+
+    batches(6, 1.0)
+    assert "1 s a batch: the run's 100 batches (10 epochs of 10) take about 2 min more" in capsys.readouterr().out
+    batches(4, 1.0)
+    callback.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == ""  # on time: nothing new to say
+    batches(10, 3.0)
+    callback.on_train_epoch_end(trainer, None)
+    assert "2.05 s a batch" in capsys.readouterr().out  # 80 left at the mean so far: about 3 min, not 60 s

@@ -1,6 +1,6 @@
 """Side concerns of training, each a Lightning callback: the moving average of the weights used
 for evaluation, sample grids and summaries, the epoch line, the random state kept in checkpoints,
-the GPU memory cap, and the checkpoint a preempted run leaves."""
+the GPU memory cap, the checkpoint a preempted run leaves, and the time the run will take."""
 
 from lit_ssgan.callbacks.ema import EMA, ema_with_warmup
 from lit_ssgan.callbacks.epoch_line import EpochLine
@@ -10,6 +10,7 @@ from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.callbacks.samples import SampleGrid
 from lit_ssgan.callbacks.summaries import Summaries
+from lit_ssgan.callbacks.time_left import TimeLeft
 
 __all__ = [
     "EMA",
@@ -20,5 +21,6 @@ __all__ = [
     "RunFolderCleanup",
     "SampleGrid",
     "Summaries",
+    "TimeLeft",
     "ema_with_warmup",
 ]

@@ -290,6 +290,9 @@ class SemiSupervisedDataModule(LightningDataModule):
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
         workers = self.hparams["num_workers"]
+        # batches in page-locked memory on a GPU run, so that Lightning's copy to the device
+        # (non_blocking there) overlaps the step instead of waiting for it
+        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
         return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=batch_size,
@@ -298,6 +301,7 @@ class SemiSupervisedDataModule(LightningDataModule):
             collate_fn=collate_batch,
             num_workers=workers,
             persistent_workers=workers > 0,
+            pin_memory=on_cuda,
             # a loader's own generator keeps iterator creation off the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.shuffle_seed or 0),
         )

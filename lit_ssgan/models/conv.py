@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from itertools import pairwise
 
+import torch
 from torch import Tensor, nn
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
-from lit_ssgan.models.layers import WNConv2d, WNConvTranspose2d, WNLinear
+from lit_ssgan.models.layers import Dropout, WNConv2d, WNConvTranspose2d, WNLinear
 
 
 def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
@@ -37,6 +38,8 @@ class ConvDiscriminator(Discriminator):
         width: channels of the two stages (96, 192).
         explicit_fake: add an explicit fake-class output.
         regression: a regression value and a real/fake logit instead of class logits.
+        channels_last: run the convolutions on channels-last (NHWC) maps, the layout oneDNN on a
+            CPU and cuDNN's tensor cores on a GPU are fastest on (the same values either way).
     """
 
     def __init__(
@@ -46,21 +49,23 @@ class ConvDiscriminator(Discriminator):
         width: tuple[int, int] = (96, 192),
         explicit_fake: bool = False,
         regression: bool = False,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         _num_upsamplings(image_shape)
         c, (w1, w2) = image_shape[0], width
         act = nn.LeakyReLU(0.2)
         self.features = nn.Sequential(
-            nn.Dropout(0.2),
+            Dropout(0.2),
             WNConv2d(c, w1, 3, padding=1), act,
             WNConv2d(w1, w1, 3, padding=1), act,
             WNConv2d(w1, w1, 3, stride=2, padding=1), act,
-            nn.Dropout(0.5),
+            Dropout(0.5),
             WNConv2d(w1, w2, 3, padding=1), act,
             WNConv2d(w2, w2, 3, padding=1), act,
             WNConv2d(w2, w2, 3, stride=2, padding=1), act,
-            nn.Dropout(0.5),
+            Dropout(0.5),
             WNConv2d(w2, w2, 3), act,
             WNConv2d(w2, w2, 1), act,
             WNConv2d(w2, w2, 1), act,
@@ -70,7 +75,7 @@ class ConvDiscriminator(Discriminator):
         self.classifier = WNLinear(w2, self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        features = self.features(x)
+        features = self.features(x.contiguous(memory_format=self.memory_format))
         return DiscriminatorOutput(self.classifier(features), features)
 
 
@@ -82,12 +87,18 @@ class ConvGenerator(Generator):
         image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
         latent_dim: size of z (100).
         base_channels: channels of the 4×4 map (512).
+        channels_last: run the transposed convolutions on channels-last (NHWC) maps.
     """
 
     def __init__(
-        self, image_shape: tuple[int, int, int] = (3, 32, 32), latent_dim: int = 100, base_channels: int = 512
+        self,
+        image_shape: tuple[int, int, int] = (3, 32, 32),
+        latent_dim: int = 100,
+        base_channels: int = 512,
+        channels_last: bool = True,
     ) -> None:
         super().__init__(image_shape, latent_dim)
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         n_up = _num_upsamplings(image_shape)
         channels = [base_channels // 2**i for i in range(n_up)]
         self.project = nn.Sequential(
@@ -107,4 +118,4 @@ class ConvGenerator(Generator):
         self.upsample = nn.Sequential(*blocks)
 
     def forward(self, z: Tensor) -> Tensor:
-        return self.upsample(self.project(z))
+        return self.upsample(self.project(z).contiguous(memory_format=self.memory_format))
