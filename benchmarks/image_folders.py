@@ -45,6 +45,8 @@ from lit_ssgan.data.decoding import read_image
 from lit_ssgan.data.image_folder import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from speed import cpu_model  # noqa: E402
 
 
 def write(args: argparse.Namespace) -> None:
@@ -205,6 +207,38 @@ def memory(args: argparse.Namespace) -> None:
     print(f"decode cache on disk: {cache / 1e9:.2f} GB")
 
 
+def learn(args: argparse.Namespace) -> None:
+    """The folder path with the conv networks on MNIST as PNG folders (``write``): semi-supervised,
+    then the same networks on the labels alone (``--model.unlabeled_weight 0``), each a ``lit-ssgan
+    fit`` process with ``--test_after_fit``; prints each one's command, test error and wall time."""
+    import re
+
+    folders = Path(args.folders)
+    base = [sys.executable, "-m", "lit_ssgan", "fit", "--config", args.config]
+    base += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
+    base += ["--data.test_dir", str(folders / "test"), "--data.image_size", "32", "--data.channels", "1"]
+    base += ["--data.train_transforms", "null", "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
+    base += ["--trainer.max_epochs", str(args.epochs), *args.extra]
+    print(f"CPU: {cpu_model()}; {Path(args.config).name}, {args.epochs} epochs", flush=True)
+    rows = []
+    for name, more in (("semi-supervised", []), ("labels only", ["--model.unlabeled_weight", "0"])):
+        command = [*base, *more, "--trainer.default_root_dir", str(Path(args.work) / name.replace(" ", "_"))]
+        start = time.perf_counter()
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        if out.returncode != 0:
+            raise SystemExit(out.stdout[-2000:] + out.stderr[-3000:])
+        found = re.search(r"test/acc\s+([\d.]+)", out.stdout + out.stderr)
+        error = 1 - float(found.group(1)) if found else float("nan")
+        epochs = [line for line in out.stdout.splitlines() if line.startswith("Epoch ")]
+        rows.append((name, error, seconds))
+        last = epochs[-1] if epochs else "?"
+        print(f"{name}: test error {100 * error:.2f} %, {seconds / 60:.1f} min; last epoch: {last}")
+        print("  " + " ".join(command[2:]), flush=True)
+    (_, e_semi, _), (_, e_sup, _) = rows
+    print(f"semi-supervised / labels only: {e_semi / e_sup:.2f}")
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -232,5 +266,13 @@ if __name__ == "__main__":
     me.add_argument("--image-size", type=int, default=128)
     me.add_argument("--tree", help="the checkout whose package runs (default: this one)")
     me.add_argument("--verbose", action="store_true")
+    le = sub.add_parser("learn")
+    le.add_argument("--folders", required=True, help="what write wrote")
+    le.add_argument("--config", default=str(ROOT / "configs" / "image_folder_cpu.yaml"))
+    le.add_argument("--epochs", type=int, default=30)
+    le.add_argument("--work", required=True, help="a folder for the two runs")
+    le.add_argument("extra", nargs="*", help="more lit-ssgan options for both runs (after --)")
     args = parser.parse_args()
-    {"write": write, "loader": loader, "write-colour": write_colour, "memory": memory}[args.command](args)
+    {"learn": learn, "write": write, "loader": loader, "write-colour": write_colour, "memory": memory}[args.command](
+        args
+    )

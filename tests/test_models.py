@@ -17,6 +17,23 @@ def test_conv_pair_shapes(shape):
     assert out.logits.shape == (3, 10) and out.features.shape == (3, 16)
 
 
+@pytest.mark.parametrize("size, halving_widths", [(128, []), (256, [16]), (512, [16, 16])])
+def test_the_conv_discriminator_halves_images_beyond_128_px_first_and_the_generator_follows(size, halving_widths):
+    d, g = ConvDiscriminator(10, (1, size, size), width=(8, 16)), ConvGenerator((1, size, size), base_channels=32)
+    convs = [m for m in d.features if isinstance(m, WNConv2d)]
+    halvings = len(halving_widths)
+    assert [m.v.shape[0] for m in convs[: 2 * halvings : 2]] == halving_widths  # 16 channels at least
+    assert [m.stride for m in convs[1 : 2 * halvings : 2]] == [2] * halvings
+    assert len(convs) == 9 + 2 * halvings  # then the paper's nine, at 128 px
+    x = g(g.sample_latent(2))
+    assert x.shape == (2, 1, size, size)
+    sizes: list[int] = []
+    convs[2 * halvings].register_forward_pre_hook(lambda m, a: sizes.append(a[0].shape[-1]))
+    with torch.no_grad():
+        d(x)
+    assert sizes == [128]  # the paper's network sees 128 px, whatever the image size
+
+
 @pytest.mark.parametrize("explicit_fake, outputs", [(False, 10), (True, 11)])
 def test_mlp_pair_shapes_and_explicit_fake_output(explicit_fake, outputs):
     d = MLPDiscriminator(10, (1, 28, 28), explicit_fake=explicit_fake)
@@ -34,7 +51,7 @@ def test_discriminator_noise_only_in_training():
     assert torch.equal(d(x).logits, d(x).logits)
 
 
-@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 16), (3, 8, 8), (3, 48, 48)])
+@pytest.mark.parametrize("shape", [(1, 28, 28), (3, 32, 16), (3, 8, 8), (3, 48, 48), (3, 1024, 1024)])
 def test_conv_refuses_shapes_it_cannot_take(shape):
     with pytest.raises(ValueError, match="image_shape"):
         ConvDiscriminator(10, shape)

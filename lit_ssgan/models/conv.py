@@ -1,5 +1,7 @@
-"""OpenAI's CIFAR-10 pair (``train_cifar_feature_matching.py``) for square images of 16–128
-pixels, 1 or 3 channels (32×32 and 64×64 being the usual)."""
+"""OpenAI's CIFAR-10 pair (``train_cifar_feature_matching.py``) for square images of 16–512
+pixels, 1 or 3 channels (32×32 and 64×64 being the usual). From 256 pixels up, the discriminator
+first halves the image with stages of its own until it is 128 pixels, and the generator keeps on
+doubling its map."""
 
 from __future__ import annotations
 
@@ -19,12 +21,16 @@ def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
     size, n = 4, 0
     while size < h:
         size, n = size * 2, n + 1
-    if h != w or size != h or n < 2 or n > 5:
+    if h != w or size != h or n < 2 or n > 7:
         raise ConfigError(
-            f"the convolutional networks take square images of 16, 32, 64 or 128 pixels, "
+            f"the convolutional networks take square images of 16, 32, 64, 128, 256 or 512 pixels, "
             f"got image_shape {tuple(image_shape)}"
         )
     return n
+
+
+#: the largest image the discriminator's own network (the paper's) takes; larger ones are halved first
+CORE_SIZE = 128
 
 
 class ConvDiscriminator(Discriminator):
@@ -32,9 +38,14 @@ class ConvDiscriminator(Discriminator):
     dropout 0.5; a valid 3×3 conv; two 1×1 (NIN) layers; global average pooling (the features);
     dense to the logits. Every layer weight-normalised, leaky ReLU 0.2.
 
+    Images larger than :data:`CORE_SIZE` (256 and 512 pixels) are first halved until they are, by
+    stages of a 3×3 conv and a 3×3 stride-2 conv, of half the first width nearest the paper's
+    network and half again before that (16 channels at least): the costly full-size layers stay
+    narrow, as in the discriminators of progressive GANs.
+
     Args:
         num_classes: K.
-        image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
+        image_shape: ``(C, H, W)``, square, 16–512 pixels a side, a power of two.
         width: channels of the two stages (96, 192).
         explicit_fake: add an explicit fake-class output.
         regression: a regression value and a real/fake logit instead of class logits.
@@ -56,7 +67,14 @@ class ConvDiscriminator(Discriminator):
         _num_upsamplings(image_shape)
         c, (w1, w2) = image_shape[0], width
         act = nn.LeakyReLU(0.2)
+        halvings = max(0, image_shape[1].bit_length() - CORE_SIZE.bit_length())
+        widths = [max(16, w1 >> (halvings - i)) for i in range(halvings)]  # the narrowest at full size
+        reduce: list[nn.Module] = []
+        for c_in, c_out in zip([c, *widths], widths, strict=False):
+            reduce += [WNConv2d(c_in, c_out, 3, padding=1), act, WNConv2d(c_out, c_out, 3, stride=2, padding=1), act]
+        c = widths[-1] if widths else c
         self.features = nn.Sequential(
+            *reduce,
             Dropout(0.2),
             WNConv2d(c, w1, 3, padding=1), act,
             WNConv2d(w1, w1, 3, padding=1), act,
@@ -84,7 +102,7 @@ class ConvGenerator(Generator):
     batch norm and ReLU, the last one weight-normalised with a sigmoid output.
 
     Args:
-        image_shape: ``(C, H, W)``, square, 16–128 pixels a side, a power of two.
+        image_shape: ``(C, H, W)``, square, 16–512 pixels a side, a power of two.
         latent_dim: size of z (100).
         base_channels: channels of the 4×4 map (512).
         channels_last: run the transposed convolutions on channels-last (NHWC) maps.
@@ -100,7 +118,7 @@ class ConvGenerator(Generator):
         super().__init__(image_shape, latent_dim)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         n_up = _num_upsamplings(image_shape)
-        channels = [base_channels // 2**i for i in range(n_up)]
+        channels = [max(16, base_channels // 2**i) for i in range(n_up)]  # 16 at least, at 256 and 512 px
         self.project = nn.Sequential(
             nn.Linear(latent_dim, 4 * 4 * base_channels, bias=False),
             nn.BatchNorm1d(4 * 4 * base_channels),
