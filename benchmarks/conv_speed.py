@@ -108,7 +108,8 @@ def main() -> None:
     parser.add_argument("--precision", default="32-true")
     parser.add_argument("--no-naive", action="store_true", help="the package only (the naive step is 32 px only)")
     parser.add_argument("extra", nargs="*", help="more lit-ssgan options for the package runs (after --)")
-    args = parser.parse_args()
+    args, more = parser.parse_known_args()  # options after -- (argparse keeps them apart from "extra")
+    args.extra += [option for option in more if option != "--"]
     if args.command == "package":
         run_package(args)
         return
