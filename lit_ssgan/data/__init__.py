@@ -1,4 +1,5 @@
-"""Data: in-memory datasets, a resumable sampler and the semi-supervised data modules."""
+"""Data: datasets gathered a batch at a time (from memory or a decode cache), a resumable sampler
+and the semi-supervised data modules."""
 
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.data.datasets import ImageDataset, read_idx

@@ -57,7 +57,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         data_seed: seed of the validation split and of the choice of labeled examples.
         train_transforms: albumentations transforms for training images (uint8 HWC).
         eval_transforms: albumentations transforms for validation, test and prediction images.
-        num_workers: DataLoader workers; 0 is fastest for in-memory data on a few cores.
+        num_workers: DataLoader workers; 0 is fastest on a few cores (a batch is gathered from memory
+            or from the decode cache, not decoded).
         balance_ratio: class balancing of the labeled stream (tefla's): in epoch ``e`` (from 0),
             labeled examples are drawn with replacement with probability proportional to their
             class's weight ``α · balance_weights + (1 - α) · final_balance_weights``,

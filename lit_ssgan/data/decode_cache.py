@@ -61,10 +61,13 @@ class DecodeCache:
     def __init__(self, folder: str | Path | None = None, option: str = "data.cache_dir") -> None:
         self.folder = Path(folder) if folder else default_cache_dir()
         self.option = option
+        self._checked = False
 
     def check(self) -> None:
-        """Refuses, before any work, a cache folder that cannot be written."""
-        check_output_folder(self.folder, self.option)
+        """Refuses, before any work, a cache folder that cannot be written (checked once)."""
+        if not self._checked:
+            check_output_folder(self.folder, self.option)
+            self._checked = True
 
     def images(
         self, paths: Sequence[Path], image_size: int, channels: int, option: str, folder: Path, skip_bad: bool
