@@ -99,9 +99,12 @@ def test_fixed_scale_is_a_buffer_not_a_parameter():
     layer = WNLinear(5, 3, train_scale=False)
     assert "g" in dict(layer.named_buffers()) and "g" not in dict(layer.named_parameters())
     assert "g" in layer.state_dict()
-    d = MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8))
-    trained_scales = [name for name, _ in d.named_parameters() if name.endswith(".g")]
-    assert trained_scales == ["classifier.g"]  # OpenAI: only the output layer trains its scale
+    # OpenAI: only the output layer trains its scale, in the MLP and the conv discriminator alike
+    for d in MLPDiscriminator(10, (1, 8, 8), hidden=(16, 8)), ConvDiscriminator(10, (1, 32, 32), width=(8, 16)):
+        trained_scales = [name for name, _ in d.named_parameters() if name.endswith(".g")]
+        assert trained_scales == ["classifier.g"]
+        hidden = [m for m in d.modules() if isinstance(m, (WNLinear, WNConv2d)) and m is not d.classifier]
+        assert all("g" in dict(m.named_buffers()) for m in hidden) and len(hidden) in (2, 9)
 
 
 def test_gaussian_noise_in_bf16_is_standard_normal_noise_rounded_to_bf16():
@@ -268,6 +271,21 @@ def test_mlp_discriminator_shifts_its_input_only_in_training():
     torch.testing.assert_close(net(x).logits, net.classifier(net.hidden[0](x.flatten(1))))
     with pytest.raises(ConfigError, match="input_shift"):
         MLPDiscriminator(input_shift=-1)
+
+
+def test_conv_discriminator_shifts_its_input_only_in_training():
+    torch.manual_seed(0)
+    net = ConvDiscriminator(10, (1, 16, 16), width=(4, 8), input_shift=2)
+    net.features = nn.Flatten()  # the shift alone: what reaches the features is the shifted image
+    net.classifier = nn.Identity()
+    x = torch.rand(16, 1, 16, 16)
+    first, second = net(x).features, net(x).features
+    assert not torch.equal(first, second) and not torch.equal(first, x.flatten(1))
+    net.eval()
+    assert torch.equal(net(x).features, x.flatten(1))
+    assert torch.equal(ConvDiscriminator(10, (1, 16, 16), width=(4, 8)).input_shift.train()(x), x)  # 0: off
+    with pytest.raises(ConfigError, match="input_shift"):
+        ConvDiscriminator(input_shift=-1)
 
 
 def test_evaluating_restores_each_modules_mode_also_after_an_exception():

@@ -5,6 +5,7 @@ doubling its map."""
 
 from __future__ import annotations
 
+from functools import partial
 from itertools import pairwise
 
 import torch
@@ -12,7 +13,7 @@ from torch import Tensor, nn
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
-from lit_ssgan.models.layers import Dropout, WNConv2d, WNConvTranspose2d, WNLinear
+from lit_ssgan.models.layers import Dropout, RandomShift, WNConv2d, WNConvTranspose2d, WNLinear
 
 
 def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
@@ -36,7 +37,10 @@ CORE_SIZE = 128
 class ConvDiscriminator(Discriminator):
     """Dropout 0.2; 3×3 conv ×3 (the third stride 2); dropout 0.5; the same at twice the width;
     dropout 0.5; a valid 3×3 conv; two 1×1 (NIN) layers; global average pooling (the features);
-    dense to the logits. Every layer weight-normalised, leaky ReLU 0.2.
+    dense to the logits. Every layer weight-normalised, leaky ReLU 0.2. As in OpenAI's code, only
+    the output layer trains its weight-norm scale ``g``; the convolutions' scales stay as the
+    data-dependent initialisation sets them (1 without it), so that the network cannot grow its
+    own scale to win the real/fake game.
 
     Images larger than :data:`CORE_SIZE` (256 and 512 pixels) are first halved until they are, by
     stages of a 3×3 conv and a 3×3 stride-2 conv, of half the first width nearest the paper's
@@ -49,6 +53,8 @@ class ConvDiscriminator(Discriminator):
         width: channels of the two stages (96, 192).
         explicit_fake: add an explicit fake-class output.
         regression: a regression value and a real/fake logit instead of class logits.
+        input_shift: shift each input image (real and generated) by up to this many pixels in
+            training (:class:`RandomShift`, DiffAugment's translation); 0: off.
         channels_last: run the convolutions on channels-last (NHWC) maps, the layout oneDNN on a
             CPU and cuDNN's tensor cores on a GPU are fastest on (the same values either way).
     """
@@ -61,39 +67,43 @@ class ConvDiscriminator(Discriminator):
         explicit_fake: bool = False,
         regression: bool = False,
         channels_last: bool = True,
+        input_shift: int = 0,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
+        if input_shift < 0:
+            raise ConfigError(f"ConvDiscriminator: input_shift must be >= 0 pixels, got {input_shift}")
+        self.input_shift = RandomShift(input_shift)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         _num_upsamplings(image_shape)
         c, (w1, w2) = image_shape[0], width
-        act = nn.LeakyReLU(0.2)
+        act, conv = nn.LeakyReLU(0.2), partial(WNConv2d, train_scale=False)
         halvings = max(0, image_shape[1].bit_length() - CORE_SIZE.bit_length())
         widths = [max(16, w1 >> (halvings - i)) for i in range(halvings)]  # the narrowest at full size
         reduce: list[nn.Module] = []
         for c_in, c_out in zip([c, *widths], widths, strict=False):
-            reduce += [WNConv2d(c_in, c_out, 3, padding=1), act, WNConv2d(c_out, c_out, 3, stride=2, padding=1), act]
+            reduce += [conv(c_in, c_out, 3, padding=1), act, conv(c_out, c_out, 3, stride=2, padding=1), act]
         c = widths[-1] if widths else c
         self.features = nn.Sequential(
             *reduce,
             Dropout(0.2),
-            WNConv2d(c, w1, 3, padding=1), act,
-            WNConv2d(w1, w1, 3, padding=1), act,
-            WNConv2d(w1, w1, 3, stride=2, padding=1), act,
+            conv(c, w1, 3, padding=1), act,
+            conv(w1, w1, 3, padding=1), act,
+            conv(w1, w1, 3, stride=2, padding=1), act,
             Dropout(0.5),
-            WNConv2d(w1, w2, 3, padding=1), act,
-            WNConv2d(w2, w2, 3, padding=1), act,
-            WNConv2d(w2, w2, 3, stride=2, padding=1), act,
+            conv(w1, w2, 3, padding=1), act,
+            conv(w2, w2, 3, padding=1), act,
+            conv(w2, w2, 3, stride=2, padding=1), act,
             Dropout(0.5),
-            WNConv2d(w2, w2, 3), act,
-            WNConv2d(w2, w2, 1), act,
-            WNConv2d(w2, w2, 1), act,
+            conv(w2, w2, 3), act,
+            conv(w2, w2, 1), act,
+            conv(w2, w2, 1), act,
             nn.AdaptiveAvgPool2d(1),
             nn.Flatten(),
         )  # fmt: skip
         self.classifier = WNLinear(w2, self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        features = self.features(x.contiguous(memory_format=self.memory_format))
+        features = self.features(self.input_shift(x).contiguous(memory_format=self.memory_format))
         return DiscriminatorOutput(self.classifier(features), features)
 
 

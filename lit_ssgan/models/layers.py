@@ -391,7 +391,7 @@ class WNLinear(_WeightNorm):
 
 
 class WNConv2d(_WeightNorm):
-    """Weight-normalised ``nn.Conv2d``."""
+    """Weight-normalised ``nn.Conv2d``; with ``train_scale=False``, ``g`` is a buffer."""
 
     normalises_weight = True
     norm_dims = (1, 2, 3)
@@ -400,9 +400,16 @@ class WNConv2d(_WeightNorm):
     unit_dim = 1
 
     def __init__(
-        self, in_channels: int, out_channels: int, kernel_size: int, stride: int = 1, padding: int = 0
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int,
+        stride: int = 1,
+        padding: int = 0,
+        train_scale: bool = True,
     ) -> None:
-        super().__init__((out_channels, in_channels, kernel_size, kernel_size), out_channels, True, 0.05)
+        shape = (out_channels, in_channels, kernel_size, kernel_size)
+        super().__init__(shape, out_channels, True, 0.05, train_scale=train_scale)
         self.stride, self.padding = stride, padding
 
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
