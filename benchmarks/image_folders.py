@@ -5,9 +5,10 @@ what fit and predict cost in memory and time on many colour images.
     python benchmarks/image_folders.py loader --folder /tmp/mnist_png/unlabeled --image-size 64
     python benchmarks/image_folders.py write-colour --data-dir ../shared/data/mnist --out /tmp/px128 --count 100000
     python benchmarks/image_folders.py memory --folders /tmp/px128 --unlabeled unlabeled/part0 --work /tmp/mem20k
+    python benchmarks/image_folders.py learn --folders /tmp/mnist_png --work /tmp/learn
 
-``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), unlabeled/ (the other 59 900
-training images), test/<digit>/ (the 10 000 test images) and new/ (the first 1 000 test images,
+``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), val/<digit>/ (100 a class, held
+out for choosing settings), unlabeled/ (the other 58 900 training images), test/<digit>/ (the 10 000 test images) and new/ (the first 1 000 test images,
 flat, with truth.csv). ``loader`` times the two ways to feed training from a folder on this
 machine: decoding every image once into the decode cache (what ImageFolderDataModule does), then
 gathering batches from it; and decoding in DataLoader workers every epoch.
@@ -19,6 +20,10 @@ twice on a fresh decode cache, then ``lit-ssgan predict`` on the same unlabeled 
 process of its own, and prints each one's peak anonymous memory (``RssAnon``, sampled every 20 ms:
 the process's own memory, not the page cache that a memory-mapped file or the PNGs take) and wall
 time. ``--tree`` runs another checkout's package (the code before a change).
+
+``learn`` trains ``configs/image_folder_cpu.yaml`` (the conv pair) on what ``write`` wrote, once
+semi-supervised and once on the labels alone, and prints each run's validation curve, test error
+and wall time.
 """
 
 from __future__ import annotations
@@ -56,11 +61,16 @@ def write(args: argparse.Namespace) -> None:
     test_images = read_idx(data / "t10k-images-idx3-ubyte.gz")
     test_labels = read_idx(data / "t10k-labels-idx1-ubyte.gz")
     order = np.random.default_rng(args.seed).permutation(len(labels))
-    labeled = np.concatenate([order[labels[order] == c][: args.per_class] for c in range(10)])
-    labeled_set = set(labeled.tolist())
+    by_class = [order[labels[order] == c] for c in range(10)]
+    labeled_set = {int(i) for c in by_class for i in c[: args.per_class]}
+    # the validation images, in class folders, are held out of the unlabeled folder: settings are
+    # chosen on them, never on the test folder
+    val_set = {int(i) for c in by_class for i in c[args.per_class : args.per_class + args.val_per_class]}
     start = time.perf_counter()
     for i in range(len(labels)):
-        folder = out / "labeled" / str(labels[i]) if i in labeled_set else out / "unlabeled"
+        folder = out / "unlabeled"
+        if i in labeled_set or i in val_set:
+            folder = out / ("labeled" if i in labeled_set else "val") / str(labels[i])
         folder.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(folder / f"train{i:05d}.png"), images[i])
     truth = []
@@ -209,19 +219,24 @@ def memory(args: argparse.Namespace) -> None:
 
 def learn(args: argparse.Namespace) -> None:
     """The folder path with the conv networks on MNIST as PNG folders (``write``): semi-supervised,
-    then the same networks on the labels alone (``--model.unlabeled_weight 0``), each a ``lit-ssgan
-    fit`` process with ``--test_after_fit``; prints each one's command, test error and wall time."""
+    then the same networks on the labels alone (every unlabeled term off: ``--model.unlabeled_weight
+    0``, and the consistency and entropy terms 0), each a ``lit-ssgan fit`` process with
+    ``--test_after_fit``, validated each epoch on the held-out val/ folder; prints each one's
+    command, validation curve, test error and wall time."""
     import re
 
     folders = Path(args.folders)
     base = [sys.executable, "-m", "lit_ssgan", "fit", "--config", args.config]
     base += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
-    base += ["--data.test_dir", str(folders / "test"), "--data.image_size", "32", "--data.channels", "1"]
+    base += ["--data.val_dir", str(folders / "val"), "--data.test_dir", str(folders / "test")]
+    base += ["--data.image_size", "32", "--data.channels", "1"]
     base += ["--data.train_transforms", "null", "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
     base += ["--trainer.max_epochs", str(args.epochs), *args.extra]
     print(f"CPU: {cpu_model()}; {Path(args.config).name}, {args.epochs} epochs", flush=True)
     rows = []
-    for name, more in (("semi-supervised", []), ("labels only", ["--model.unlabeled_weight", "0"])):
+    labels_only = ["--model.unlabeled_weight", "0", "--model.unlabeled_consistency_weight", "0"]
+    labels_only += ["--model.unlabeled_entropy_weight", "0"]
+    for name, more in (("semi-supervised", []), ("labels only", labels_only)):
         command = [*base, *more, "--trainer.default_root_dir", str(Path(args.work) / name.replace(" ", "_"))]
         start = time.perf_counter()
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
@@ -232,8 +247,10 @@ def learn(args: argparse.Namespace) -> None:
         error = 1 - float(found.group(1)) if found else float("nan")
         epochs = [line for line in out.stdout.splitlines() if line.startswith("Epoch ")]
         rows.append((name, error, seconds))
+        curve = [re.search(r"error: ([\d.]+)", line) for line in epochs]
         last = epochs[-1] if epochs else "?"
         print(f"{name}: test error {100 * error:.2f} %, {seconds / 60:.1f} min; last epoch: {last}")
+        print("  validation error by epoch (%): " + " ".join(f"{100 * float(m.group(1)):.1f}" for m in curve if m))
         print("  " + " ".join(command[2:]), flush=True)
     (_, e_semi, _), (_, e_sup, _) = rows
     print(f"semi-supervised / labels only: {e_semi / e_sup:.2f}")
@@ -246,6 +263,7 @@ if __name__ == "__main__":
     w.add_argument("--data-dir", required=True)
     w.add_argument("--out", required=True)
     w.add_argument("--per-class", type=int, default=10)
+    w.add_argument("--val-per-class", type=int, default=100, help="validation images per class, held out")
     w.add_argument("--seed", type=int, default=1)
     lo = sub.add_parser("loader")
     lo.add_argument("--folder", required=True)
