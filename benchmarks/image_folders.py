@@ -9,9 +9,10 @@ what fit and predict cost in memory and time on many colour images.
 
 ``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), val/<digit>/ (100 a class, held
 out for choosing settings), unlabeled/ (the other 58 900 training images), test/<digit>/ (the
-10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv). ``loader`` times the two ways to feed training from a folder on this
-machine: decoding every image once into the decode cache (what ImageFolderDataModule does), then
-gathering batches from it; and decoding in DataLoader workers every epoch.
+10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv). ``loader`` times
+the two ways to feed training from a folder on this machine: decoding every image once into the
+decode cache (what ImageFolderDataModule does), then gathering batches from it; and decoding in
+DataLoader workers every epoch.
 
 ``write-colour`` makes --count colour PNGs of --size px (MNIST digits enlarged, tinted and grained:
 about 20 KB a file at 128 px) in unlabeled/part0, part1, ... (20 000 a part), and labeled/<digit>/
