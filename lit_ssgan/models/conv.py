@@ -70,8 +70,6 @@ class ConvDiscriminator(Discriminator):
         input_shift: int = 0,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
-        if input_shift < 0:
-            raise ConfigError(f"ConvDiscriminator: input_shift must be >= 0 pixels, got {input_shift}")
         self.input_shift = RandomShift(input_shift)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         _num_upsamplings(image_shape)

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_ssgan.errors import check_non_negative
+
 #: how many standard normals a pool holds (64 MiB in fp32): windows of it are pooled noise
 NOISE_POOL_SIZE = 1 << 24
 _noise_pools: dict[tuple[torch.device, torch.dtype], Tensor] = {}
@@ -105,11 +107,12 @@ class RandomShift(nn.Module):
 
     Args:
         max_shift: the largest shift in pixels, up, down, left or right (0: off).
+        option: the option named when ``max_shift`` is refused (negative).
     """
 
-    def __init__(self, max_shift: int) -> None:
+    def __init__(self, max_shift: int, option: str = "input_shift") -> None:
         super().__init__()
-        self.max_shift = max_shift
+        self.max_shift = int(check_non_negative(option, max_shift))
 
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.max_shift == 0:

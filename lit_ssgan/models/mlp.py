@@ -49,8 +49,6 @@ class MLPDiscriminator(Discriminator):
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
         widths = [math.prod(image_shape), *hidden]
-        if input_shift < 0:
-            raise ConfigError(f"MLPDiscriminator: input_shift must be >= 0 pixels, got {input_shift}")
         self.input_shift = RandomShift(input_shift)
         self.input_noise = GaussianNoise(input_noise, pooled_noise)
         self.hidden = nn.ModuleList(
