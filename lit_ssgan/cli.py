@@ -196,6 +196,12 @@ def main(args: list[str] | None = None) -> None:
     """
     # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
     # of the signal, an INFO record of this one logger, would be a second
+    argv = sys.argv[1:] if args is None else args
+    if argv[:1] == ["export"]:  # not a Trainer's method: a command of its own (lit_ssgan.export)
+        from lit_ssgan.export import main as export_main
+
+        export_main(argv[1:])
+        return
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     # Lightning's advertisement for its cloud logger, printed with every run: not the user's to act on
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_LITLOGGER_TIP)  # once: same object
@@ -207,12 +213,19 @@ def main(args: list[str] | None = None) -> None:
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
         try:
             with exit_on_user_error("lit-ssgan"):  # exit status 1
-                cli(args, parser_kwargs={"exit_on_error": False})
+                cli(args, parser_kwargs={"exit_on_error": False, "description": DESCRIPTION})
         except ArgumentError as err:
             if user_error(err) is not None or os.environ.get(TRACEBACK_VARIABLE):
                 raise
             print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
             sys.exit(2)  # argparse's status for a bad command line
+
+
+#: the command's --help, above its subcommands
+DESCRIPTION = (
+    "Semi-supervised GAN training (lit_ssgan). fit, validate, test and predict are Lightning's; "
+    "lit-ssgan export --help: the trained classifier as an ONNX or TorchScript file."
+)
 
 
 class _NoLitLoggerTip(logging.Filter):

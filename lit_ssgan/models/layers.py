@@ -13,6 +13,7 @@ weights in autocast's dtype, are computed once for all forward passes.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any, cast
@@ -304,7 +305,7 @@ class _WeightNorm(nn.Module):
         inverse = _inverse_norm(self.v, self.norm_dims)
         values: tuple[Tensor, Tensor, Tensor | None]
         if self.normalises_weight:
-            weight = (self.v * (self.g * inverse).view(self.weight_view)).to(dtype)
+            weight = self.folded_weight(inverse).to(dtype)
             values = inverse, weight, None if self.bias is None else self.bias.to(dtype)
         else:
             values = inverse, (self.g * inverse).to(dtype).view(self.out_view), self.v.to(dtype)
@@ -318,6 +319,26 @@ class _WeightNorm(nn.Module):
         function = _NormalisedWeightFunction if self.normalises_weight else _WeightNormFunction
         y = function.apply(x, self.v, self.g, self.bias, self, self.prepared(dtype))
         return cast(Tensor, y)
+
+    def plain(self) -> nn.Module:
+        """The torch layer this one computes in eval mode, with the weight ``g * v / ||v||`` folded
+        in (a copy: training this layer further does not change it)."""
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def folded_weight(self, inverse: Tensor | None = None) -> Tensor:
+        """The plain layer's weight, ``g * v / ||v||``, in the weights' dtype (``inverse``:
+        ``1 / ||v||`` if already computed)."""
+        inverse = _inverse_norm(self.v, self.norm_dims) if inverse is None else inverse
+        return self.v * (self.g * inverse).view(self.weight_view)
+
+    @torch.no_grad()
+    def _filled(self, layer: nn.Linear | nn.Conv2d | nn.ConvTranspose2d) -> nn.Module:
+        """``layer`` (a torch layer of this one's shape) with the folded weight and this bias."""
+        layer.weight.copy_(self.folded_weight())
+        if self.bias is not None and layer.bias is not None:
+            layer.bias.copy_(self.bias)
+        return layer.to(self.v.device)
 
     @torch.no_grad()
     def init_from_data(self, x: Tensor) -> None:
@@ -345,6 +366,21 @@ def frozen_weights(network: nn.Module) -> Iterator[None]:
     finally:
         for layer, frozen in zip(layers, outer, strict=True):
             layer._frozen = frozen
+
+
+def fold_weight_norm(network: nn.Module) -> nn.Module:
+    """A copy of ``network`` in eval mode in which every weight-normalised layer is the plain
+    torch layer it computes (:meth:`_WeightNorm.plain`): what an export takes, with no custom
+    autograd node and no norm computed at run time. The values it gives are ``network``'s in eval
+    mode (the same up to float rounding)."""
+    folded = copy.deepcopy(network).eval()
+    for name, module in list(folded.named_modules()):
+        if isinstance(module, _WeightNorm):
+            parent, _, attribute = name.rpartition(".")
+            setattr(folded.get_submodule(parent) if parent else folded, attribute, module.plain())
+    if isinstance(folded, _WeightNorm):
+        return folded.plain()
+    return folded
 
 
 @torch.no_grad()
@@ -384,6 +420,10 @@ class WNLinear(_WeightNorm):
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.linear(x, v, bias)
 
+    def plain(self) -> nn.Module:
+        out_features, in_features = self.v.shape
+        return self._filled(nn.Linear(in_features, out_features, bias=self.bias is not None))
+
     def op_backward(
         self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool, need_bias: bool = False
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -418,6 +458,11 @@ class WNConv2d(_WeightNorm):
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.conv2d(x, v, bias, stride=self.stride, padding=self.padding)
 
+    def plain(self) -> nn.Module:
+        out_channels, in_channels, kernel_size, _ = self.v.shape
+        conv = nn.Conv2d(in_channels, out_channels, kernel_size, self.stride, self.padding, bias=self.bias is not None)
+        return self._filled(conv)
+
     def op_backward(
         self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool, need_bias: bool = False
     ) -> tuple[Tensor | None, Tensor | None, Tensor | None]:
@@ -443,6 +488,11 @@ class WNConvTranspose2d(_WeightNorm):
 
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         return F.conv_transpose2d(x, v, bias, stride=2, padding=2, output_padding=1)
+
+    def plain(self) -> nn.Module:
+        in_channels, out_channels, _, _ = self.v.shape
+        conv = nn.ConvTranspose2d(in_channels, out_channels, 5, 2, 2, output_padding=1, bias=self.bias is not None)
+        return self._filled(conv)
 
     def op_backward(
         self, grad: Tensor, x: Tensor, v: Tensor, need_x: bool, need_v: bool, need_bias: bool = False
