@@ -14,6 +14,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
 from lit_ssgan import gradients, losses
+from lit_ssgan.callbacks.labeled_examples import LabeledExamples
 from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights, non_plain_hparams
@@ -183,10 +184,11 @@ class SemiSupervisedGAN(LightningModule):
         self.test_metrics = metrics.clone(prefix="test/")
 
     def configure_callbacks(self) -> list[Callback]:
-        # exact resume needs the RNG states in every checkpoint, and a preempted run its last place
-        # (once each: fit then test reuse the Trainer)
+        # exact resume needs the RNG states in every checkpoint, a preempted run its last place, and
+        # every run the record of its labeled examples (once each: fit then test reuse the Trainer)
         present = getattr(self.trainer, "callbacks", [])
-        return [kind() for kind in (RandomState, Preemption) if not any(isinstance(c, kind) for c in present)]
+        kinds = (RandomState, Preemption, LabeledExamples)
+        return [kind() for kind in kinds if not any(isinstance(c, kind) for c in present)]
 
     def setup(self, stage: str) -> None:
         """Refuses, before any step, data the networks were not built for."""

@@ -59,6 +59,27 @@ def test_unlabeled_pool_options():
     assert pool_ids(dm.labeled) <= pool_ids(dm.unlabeled)
 
 
+@pytest.mark.parametrize("includes_labeled", [False, True])
+def test_the_split_records_the_examples_it_labeled_as_the_streams_serve_them(includes_labeled):
+    dm = ToyDataModule(num_labeled=7, val_size=12, data_seed=3, unlabeled_includes_labeled=includes_labeled)
+    dm.setup("fit")
+    record = dm.labeled_examples
+    labeled = {int(name) for name, _ in record["labeled"]}
+    assert labeled == pool_ids(dm.labeled) and {int(name) for name, _ in record["val"]} == pool_ids(dm.val)
+    assert all(label == str(int(name) % 3) for name, label in record["labeled"] + record["val"])  # the pool's labels
+    # the labeled examples are in the unlabeled stream exactly when unlabeled_includes_labeled says so
+    served = set()
+    for x, _ in dm.train_dataloader()["unlabeled"]:
+        served |= set((x[:, 0, 0, 0] * 255).round().int().tolist())
+    assert (labeled <= served) if includes_labeled else not (labeled & pool_ids(dm.unlabeled))
+    assert not (pool_ids(dm.val) & pool_ids(dm.unlabeled))
+    # the same data_seed, the same record; another, another
+    again = ToyDataModule(num_labeled=7, val_size=12, data_seed=3, unlabeled_includes_labeled=includes_labeled)
+    other = ToyDataModule(num_labeled=7, val_size=12, data_seed=4, unlabeled_includes_labeled=includes_labeled)
+    again.setup("fit"), other.setup("fit")
+    assert again.labeled_examples == record and other.labeled_examples != record
+
+
 def test_data_seed_decides_the_split():
     def labeled_ids(seed):
         dm = ToyDataModule(val_size=10, data_seed=seed)

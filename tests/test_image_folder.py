@@ -2,6 +2,7 @@
 configs/image_folder.yaml, predicted to CSV; and every bad input refused with a clear message."""
 
 import csv
+import json
 from pathlib import Path
 
 import cv2
@@ -30,6 +31,17 @@ def test_train_test_and_predict_a_folder_of_images_to_csv(folders, tmp_path):
     assert sum(int(row["support"]) for row in table) == 300
     matrix = cv2.imread(str(log_dir / "confusion_matrix.png"))
     assert matrix.shape[0] > 10 * 48 and matrix.shape[1] > 10 * 48
+    # the record of what the run used and what the test scored
+    with open(log_dir / "labeled_examples.csv", newline="") as f:
+        examples = list(csv.reader(f))
+    assert examples[0] == ["split", "example", "label"] and len(examples) == 1 + 100  # no val: val_size 0
+    assert all(split == "labeled" and (folders / "labeled" / name).is_file() for split, name, _ in examples[1:])
+    assert all(Path(name).parent.name == label for _, name, label in examples[1:])  # class folder = label
+    recorded = torch.load(log_dir / "checkpoints" / "last.ckpt", weights_only=True)["labeled_examples"]
+    assert recorded == {"labeled": [row[1:] for row in examples[1:]], "val": []}
+    report = json.loads((log_dir / "test.json").read_text())
+    assert report["checkpoint"] is None and report["data"]["test_dir"] == str(folders / "test")  # fit's own weights
+    assert report["scores"]["test/acc"] == pytest.approx(run.trainer.callback_metrics["test/acc"].item())
 
     # predict a folder of new images from the checkpoint alone: the classes come from it
     ckpt = str(log_dir / "checkpoints" / "last.ckpt")
@@ -46,6 +58,9 @@ def test_train_test_and_predict_a_folder_of_images_to_csv(folders, tmp_path):
     for row in rows[1:]:
         probs = [float(p) for p in row[2:]]
         assert sum(probs) == pytest.approx(1.0, abs=1e-4) and row[1] == str(int(np.argmax(probs)))
+    source = json.loads(out.with_suffix(".json").read_text())
+    assert source["checkpoint"] == str(Path(ckpt).resolve()) and source["data"]["predict_dir"] == str(folders / "new")
+    assert source["rows"] == 100 and source["datamodule"] == "ImageFolderDataModule"
 
 
 def test_labels_from_a_csv_with_or_without_extensions(folders, tmp_path):

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -181,3 +182,15 @@ def test_sigterm_during_validation_then_resume_last_ends_with_the_weights_of_an_
     straight = cli(digits_args(tmp_path / "straight", *many_val_batches))
     assert resumed.trainer.global_step == straight.trainer.global_step == 16
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
+
+
+def test_a_resume_on_other_labeled_examples_is_warned_about(checkpoint, tmp_path):
+    recorded = torch.load(checkpoint, weights_only=True)["labeled_examples"]
+    assert len(recorded["labeled"]) == 50 and len(recorded["val"]) == 200  # digits.yaml; indices into load_digits
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        same = cli(digits_args(tmp_path / "same", "--ckpt_path", str(checkpoint), "--trainer.max_steps", "3"))
+    assert same.datamodule.labeled_examples == {k: [tuple(row) for row in v] for k, v in recorded.items()}
+    assert not [w for w in caught if "other labeled examples" in str(w.message)]
+    with pytest.warns(UserWarning, match="trained on other labeled examples than this run's data gives"):
+        cli(digits_args(tmp_path / "b", "--ckpt_path", str(checkpoint), "--data.init_args.data_seed", "1"))

@@ -1,10 +1,11 @@
-"""What ``predict`` and ``test`` leave behind: a CSV of predictions, a confusion matrix picture and
-a per-class table."""
+"""What ``predict`` and ``test`` leave behind: a CSV of predictions, a confusion matrix picture, a
+per-class table, and beside them a JSON naming the checkpoint and the data they came from."""
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -20,10 +21,33 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
+import lit_ssgan
 from lit_ssgan.callbacks.served import served_gan
-from lit_ssgan.checkpoint import atomic_file, write_atomically
+from lit_ssgan.checkpoint import atomic_file, non_plain_hparams, write_atomically
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
+
+
+def run_record(trainer: lightning.Trainer) -> dict[str, Any]:
+    """What a ``test`` or ``predict`` output came from: the checkpoint (None: the weights the
+    model had, as after ``fit`` without a checkpoint to pick), its step, and the data module with
+    its plain options (folders, sizes, seeds)."""
+    datamodule = getattr(trainer, "datamodule", None)
+    options = dict(getattr(datamodule, "hparams", None) or {})
+    ckpt = trainer.ckpt_path
+    return {
+        "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
+        "global_step": trainer.global_step,
+        "datamodule": type(datamodule).__name__ if datamodule is not None else None,
+        "data": {k: v for k, v in options.items() if not k.startswith("_") and k not in non_plain_hparams(options)},
+        "lit_ssgan_version": lit_ssgan.__version__,
+    }
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as indented JSON at ``path``, atomically."""
+    text = json.dumps(value, indent=2, default=str) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class PredictionsCSV(BasePredictionWriter):
@@ -33,7 +57,8 @@ class PredictionsCSV(BasePredictionWriter):
     comes, to a file beside the CSV that is renamed into place when predict ends: memory stays
     constant however many images there are, and a failed predict leaves no partial file. Images
     the data module could not read (:data:`~lit_ssgan.data.decoding.UNREADABLE`) get no row, and
-    are counted in one warning. The ``lit-ssgan predict`` command adds it.
+    are counted in one warning. Beside the CSV, the same name with ``.json`` records the checkpoint
+    and the data (:func:`run_record`). The ``lit-ssgan predict`` command adds it.
 
     Args:
         path: the CSV; default ``predictions.csv`` in the run's log directory.
@@ -94,7 +119,10 @@ class PredictionsCSV(BasePredictionWriter):
             raise RuntimeError(f"{self._seen} predictions for {len(self._files)} files")
         self._open.close()  # renames the finished file into place
         self.written = self._target
-        print(f"predictions: {self._rows} rows written to {self._target}", flush=True)
+        record = run_record(trainer)
+        write_json(self._target.with_suffix(".json"), {**record, "rows": self._rows})
+        source = record["checkpoint"] or "the weights in memory"
+        print(f"predictions: {self._rows} rows written to {self._target} (from {source})", flush=True)
         if self._unreadable:
             rank_zero_warn(
                 f"predict: {len(self._unreadable)} images could not be read and have no row, e.g. "
@@ -108,8 +136,9 @@ class PredictionsCSV(BasePredictionWriter):
 class TestReport(Callback):
     """After ``test``: ``confusion_matrix.png`` (rows: true class, columns: predicted, each row
     normalised, counts in the cells, class names on the axes) and ``per_class.csv`` (precision,
-    recall, F1 and support per class) in the run's log directory. Classification only. The
-    command adds it to ``test`` and to ``fit`` with ``test_after_fit``.
+    recall, F1 and support per class; classification only), and ``test.json`` (the scores, the
+    checkpoint and the data: :func:`run_record`) in the run's log directory. The command adds it
+    to ``test`` and to ``fit`` with ``test_after_fit``.
     """
 
     def __init__(self) -> None:
@@ -149,6 +178,14 @@ class TestReport(Callback):
         table = per_class_table(counts, names).encode()
         write_atomically(self.written[0], lambda f: f.write(png.tobytes()))
         write_atomically(self.written[1], lambda f: f.write(table))
+
+    def on_test_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
+        if not trainer.is_global_zero or not trainer.log_dir:
+            return
+        scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
+        path = Path(trainer.log_dir) / "test.json"
+        write_json(path, {**run_record(trainer), "scores": scores})
+        self.written.append(path)
 
 
 def per_class_table(counts: np.ndarray, names: Sequence[str]) -> str:

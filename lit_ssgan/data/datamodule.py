@@ -73,6 +73,8 @@ class SemiSupervisedDataModule(LightningDataModule):
     image_shape: tuple[int, int, int]
     #: names of the classes, in the order of the network's outputs (None: the class indices)
     class_names: list[str] | None = None
+    #: whether the labels are numbers (regression) rather than class indices
+    numeric_labels: bool = False
 
     def __init__(
         self,
@@ -103,6 +105,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.predict: Dataset | None = None
         # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
         self.shuffle_seed: int | None = None
+        #: the examples the split gave labels to, set by it: ``{"labeled": [(name, label), ...],
+        #: "val": [...]}``, names from :meth:`example_names`, labels as :meth:`label_name` writes them
+        self.labeled_examples: dict[str, list[tuple[str, str]]] | None = None
 
     def _check_options(self) -> None:
         """Every option, before any data is read (a subclass sets ``num_classes`` before this runs;
@@ -142,7 +147,17 @@ class SemiSupervisedDataModule(LightningDataModule):
         """The name of class ``c``, for messages and reports."""
         return self.class_names[c] if self.class_names else str(c)
 
+    def label_name(self, label: float) -> str:
+        """A label as a run's record of its examples writes it: the class name, or the number."""
+        return f"{label:g}" if self.numeric_labels else self.class_name(int(label))
+
     # -- what a subclass provides ---------------------------------------------------------
+    def example_names(self, part: str, indices: np.ndarray) -> list[str]:
+        """How a run's record names examples ``indices`` of ``part``: ``"pool"`` (the training pool,
+        :meth:`load_train_pool`) or ``"val"`` (:meth:`load_val_set`'s own set). By default their
+        indices there (the built-in datasets: indices into their training set)."""
+        return [str(int(i)) for i in indices]
+
     def load_train_pool(self) -> tuple[Images, np.ndarray]:
         """The labeled training pool: ``(N, H, W, C)`` uint8 images and ``(N,)`` labels."""
         raise NotImplementedError
@@ -271,9 +286,13 @@ class SemiSupervisedDataModule(LightningDataModule):
         unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
         if separate_val is not None:
             val_images, val_labels = self._checked(*separate_val, "validation set")
-            val = as_rows(val_images)
+            val, val_names = as_rows(val_images), self.example_names("val", np.arange(len(val_labels)))
         else:
-            val, val_labels = pool.subset(val_idx), labels[val_idx]
+            val, val_labels, val_names = pool.subset(val_idx), labels[val_idx], self.example_names("pool", val_idx)
+        self.labeled_examples = {
+            "labeled": self._named(self.example_names("pool", labeled_idx), labels[labeled_idx]),
+            "val": self._named(val_names, val_labels),
+        }
         extra = self.load_unlabeled()
         parts = [*([] if extra is None else [as_rows(extra)]), pool.subset(unlabeled_idx)]
         if hp["unlabeled_includes_val"]:
@@ -287,6 +306,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.train_transform)
         self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
         self.val = ImageDataset(val, val_labels, self.eval_transform) if len(val_labels) else None
+
+    def _named(self, names: list[str], labels: np.ndarray) -> list[tuple[str, str]]:
+        return [(name, self.label_name(label)) for name, label in zip(names, labels.tolist(), strict=True)]
 
     # -- loaders --------------------------------------------------------------------------
     def _loader(self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:

@@ -56,6 +56,10 @@ class DigitsDataModule(SemiSupervisedDataModule):
         keep = order[self.test_size :]
         return images[keep], labels[keep]
 
+    def example_names(self, part: str, indices: np.ndarray) -> list[str]:
+        """Indices into scikit-learn's ``load_digits()``."""
+        return [str(int(i)) for i in self._split_indices[2][self.test_size :][indices]]
+
     def load_test_set(self) -> tuple[np.ndarray, np.ndarray]:
         images, labels, order = self._split_indices
         keep = order[: self.test_size]

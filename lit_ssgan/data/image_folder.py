@@ -162,6 +162,8 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         self._check_classes(class_names is not None)
         self.cache = DecodeCache(cache_dir)
         self.predict_files: list[str] = []  # relative to predict_dir, in prediction order
+        # the images read of each labeled folder, relative to it, in the order of their rows
+        self.read_files: dict[str, list[str]] = {}
         super().__init__(num_labeled=num_labeled, val_size=val_size, **kwargs)
 
     # -- labels ------------------------------------------------------------------------------
@@ -293,6 +295,9 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         files = self._labeled_files(which)
         labels = self._label_values([label for _, label in files], f"data.{which}")  # before decoding
         images, kept = self._read([p for p, _ in files], which)
+        folder = self.dirs[which]
+        assert folder is not None
+        self.read_files[which] = [files[i][0].relative_to(folder).as_posix() for i in kept]
         return images, labels[kept]
 
     def _folder(self, which: str, needed_by: str) -> Path:
@@ -300,6 +305,11 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         if folder is None:
             raise ConfigError(f"{needed_by} needs data.{which}")
         return folder
+
+    def example_names(self, part: str, indices: np.ndarray) -> list[str]:
+        """File names relative to their folder (``labeled_dir`` for the pool, else ``val_dir``)."""
+        files = self.read_files["labeled_dir" if part == "pool" else "val_dir"]
+        return [files[int(i)] for i in indices]
 
     # -- the parts the base class splits and serves -------------------------------------------
     def load_train_pool(self) -> tuple[ImageRows, np.ndarray]:

@@ -1,0 +1,73 @@
+"""The record of which examples a run trained and validated on with their labels: a CSV in the
+run's log directory and the same list in every checkpoint."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+from typing import Any
+
+import lightning
+from lightning.pytorch import LightningModule
+from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
+
+from lit_ssgan.checkpoint import write_atomically
+
+#: the file in the run's log directory
+FILE_NAME = "labeled_examples.csv"
+
+
+class LabeledExamples(Callback):
+    """When ``fit`` starts, writes ``labeled_examples.csv`` (``split,example,label``: ``labeled``
+    or ``val``; the file name relative to its folder for image folders, the dataset index for the
+    built-in datasets; the class name) in the run's log directory, and puts the same list in every
+    checkpoint (``checkpoint["labeled_examples"]``). A resume whose data module gives other
+    examples than the checkpoint records is warned about. It serves any data module that sets
+    ``labeled_examples`` (:class:`~lit_ssgan.data.SemiSupervisedDataModule` does, at its split);
+    :class:`~lit_ssgan.SemiSupervisedGAN` adds it itself (``configure_callbacks``).
+    """
+
+    def __init__(self) -> None:
+        self.written: Path | None = None
+
+    @staticmethod
+    def examples(trainer: lightning.Trainer) -> dict[str, list[tuple[str, str]]] | None:
+        return getattr(getattr(trainer, "datamodule", None), "labeled_examples", None)
+
+    def on_fit_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
+        examples = self.examples(trainer)
+        if examples is not None:
+            self._write(Path(trainer.log_dir or trainer.default_root_dir) / FILE_NAME, examples)
+
+    @rank_zero_only
+    def _write(self, path: Path, examples: dict[str, list[tuple[str, str]]]) -> None:
+        text = io.StringIO(newline="")
+        writer = csv.writer(text)
+        writer.writerow(["split", "example", "label"])
+        for split, rows in examples.items():
+            writer.writerows([split, name, label] for name, label in rows)
+        write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+        self.written = path
+
+    def on_save_checkpoint(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        examples = self.examples(trainer)
+        if examples is not None:
+            checkpoint["labeled_examples"] = {split: [list(row) for row in rows] for split, rows in examples.items()}
+
+    def on_load_checkpoint(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        recorded, examples = checkpoint.get("labeled_examples"), self.examples(trainer)
+        if recorded is None or examples is None:
+            return
+        for split, rows in examples.items():
+            if [tuple(row) for row in recorded.get(split, [])] != list(rows):
+                rank_zero_warn(
+                    f"the checkpoint was trained on other {split} examples than this run's data gives "
+                    f"({len(recorded.get(split, []))} recorded, {len(rows)} now): the data, data_seed or "
+                    f"num_labeled changed; {FILE_NAME} in the log directory lists this run's"
+                )
