@@ -18,7 +18,7 @@ from lit_ssgan.cli import cli, main
 from lit_ssgan.export import description_path
 from lit_ssgan.models import ConvDiscriminator, MLPDiscriminator
 from lit_ssgan.models.layers import _WeightNorm, fold_weight_norm
-from tests.helpers import CONFIGS, ROOT, folder_args
+from tests.helpers import CONFIGS, ROOT, digits_args, folder_args
 
 RUNNER = Path(__file__).with_name("run_exported.py")
 HAVE_ONNX = all(importlib.util.find_spec(name) for name in ("onnx", "onnxscript", "onnxruntime"))
@@ -131,6 +131,21 @@ def test_each_shipped_config_exports(config, tmp_path, request):
         np.testing.assert_allclose(np.array(result["outputs"][model_file.name]), want, rtol=0, atol=1e-5)
 
 
+def test_a_regression_model_exports_its_values(tmp_path):
+    run = cli(digits_args(tmp_path, "--trainer.max_steps", "2", "--model.classification", "false"))
+    ckpt = Path(run.trainer.log_dir, "checkpoints", "last.ckpt")
+    export("--ckpt_path", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "grades.pt"))
+    meta = json.loads(description_path(tmp_path / "grades.pt").read_text())
+    assert meta["output"]["name"] == "values" and meta["class_names"] is None
+    x = torch.rand(6, 1, 8, 8)
+    model = SemiSupervisedGAN.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True).eval()
+    with torch.no_grad():
+        want = model(x)
+    got = torch.jit.load(str(tmp_path / "grades.pt"))(x)
+    assert got.shape == (6,)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
 def test_an_export_without_an_out_writes_beside_the_checkpoint(checkpoint, capsys):
     export("--ckpt_path", str(checkpoint), "--format", "torchscript")
     assert checkpoint.with_suffix(".pt").is_file() and checkpoint.with_suffix(".pt.json").is_file()
@@ -182,3 +197,23 @@ def test_the_console_script_has_the_export_command():
         [sys.executable, "-m", "lit_ssgan", "export", "--help"], capture_output=True, text=True, cwd=ROOT
     )
     assert done.returncode == 0 and "--format {onnx,torchscript}" in done.stdout
+
+
+@pytest.mark.skipif(not HAVE_ONNX, reason='needs pip install "lit_ssgan[export]"')
+def test_the_readmes_example_classifies_a_folder_as_predict_does(predicted, folders, tmp_path):
+    ckpt, csv_path = predicted
+    export("--ckpt_path", str(ckpt), "--out", str(tmp_path / "classifier.onnx"))
+    readme = (ROOT / "README.md").read_text()
+    example = readme.split("**Classifying a folder**", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "classify.py").write_text(example)
+    images = sorted((folders / "test").rglob("*.png"))[:40]
+    done = subprocess.run(
+        [sys.executable, "classify.py", *map(str, images)], capture_output=True, text=True, cwd=tmp_path
+    )
+    assert done.returncode == 0, done.stderr
+    with open(csv_path, newline="") as f:
+        predicted_class = {row[0]: row[1] for row in csv.reader(f)}
+    lines = [line.split() for line in done.stdout.splitlines()]
+    assert [(path, name) for path, name, _ in lines] == [
+        (str(p), predicted_class[p.relative_to(folders / "test").as_posix()]) for p in images
+    ]
