@@ -187,21 +187,21 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiS
 
 
 def main(args: list[str] | None = None) -> None:
-    """The ``lit-ssgan`` console command.
+    """The ``lit-ssgan`` console command (``lit-ssgan export ...``: :func:`lit_ssgan.export.main`).
 
     An error the user caused (a :class:`~lit_ssgan.errors.UserError`: a bad option value, a
     missing or damaged file, a checkpoint that does not fit, a diverged run) is printed as one
     short message and the command exits with status 1; set ``LIT_SSGAN_TRACEBACK=1`` to see the
     traceback as well. Anything else is a bug, and shows its traceback.
     """
-    # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
-    # of the signal, an INFO record of this one logger, would be a second
     argv = sys.argv[1:] if args is None else args
     if argv[:1] == ["export"]:  # not a Trainer's method: a command of its own (lit_ssgan.export)
         from lit_ssgan.export import main as export_main
 
         export_main(argv[1:])
         return
+    # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
+    # of the signal, an INFO record of this one logger, would be a second
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
     # Lightning's advertisement for its cloud logger, printed with every run: not the user's to act on
     logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_LITLOGGER_TIP)  # once: same object

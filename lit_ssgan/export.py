@@ -13,7 +13,6 @@ regression.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.util
 import json
 import logging
@@ -27,6 +26,7 @@ from torch import Tensor, nn
 import lit_ssgan
 from lit_ssgan import losses
 from lit_ssgan.checkpoint import load_checkpoint_file, write_atomically
+from lit_ssgan.data.datasets import file_digest
 from lit_ssgan.data.decoding import DECODER
 from lit_ssgan.errors import CheckpointError, ConfigError, check_choice, exit_on_user_error
 from lit_ssgan.models.layers import fold_weight_norm
@@ -126,7 +126,7 @@ def description(checkpoint: dict[str, Any], ckpt_path: str | Path, model_file: P
         "eval_transforms": data_hparams.get("eval_transforms"),
         "weights": "EMA average" if "current_model_state" in checkpoint else "the trained weights",
         "checkpoint": str(Path(ckpt_path).resolve()),
-        "checkpoint_sha256": _sha256(Path(ckpt_path)),
+        "checkpoint_sha256": file_digest(Path(ckpt_path), "sha256"),
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "datamodule": datamodule,
@@ -139,14 +139,6 @@ def description_path(model_file: Path) -> Path:
     """Where the JSON of an exported file goes: beside it, its whole name and ``.json``
     (``classifier.onnx.json``), so that the ONNX and TorchScript files of one name keep their own."""
     return model_file.with_name(model_file.name + ".json")
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None = None) -> tuple[Path, Path]:

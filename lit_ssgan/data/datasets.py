@@ -197,8 +197,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(raw, dtype=np.uint8, offset=offset).reshape(shape).copy()  # writable
 
 
-def md5sum(path: Path) -> str:
-    digest = hashlib.md5()
+def file_digest(path: Path, algorithm: str = "md5") -> str:
+    """The hex digest of a file's bytes (``hashlib``'s ``algorithm``), read a MiB at a time."""
+    digest = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
@@ -230,5 +231,5 @@ def download_files(directory: Path, files: dict[str, str], mirrors: Sequence[str
                     errors.append(f"{mirror}{name}: {err}")
             else:
                 raise DownloadError(f"could not download {name}:\n  " + "\n  ".join(errors))
-        if md5sum(target) != md5:
+        if file_digest(target) != md5:
             raise DownloadError(f"{target} does not have the expected md5 {md5}; delete it and try again")
