@@ -3,6 +3,7 @@ the model before loading, and mined for matching tensors (``weights_from``)."""
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 from collections.abc import Callable, Iterator
@@ -38,6 +39,7 @@ __all__ = [
     "non_plain_hparams",
     "atomic_file",
     "write_atomically",
+    "write_json",
 ]
 
 
@@ -102,6 +104,12 @@ def write_atomically(path: Path, write: Callable[[IO[Any]], Any]) -> None:
     a kill at any moment leaves the previous file or the new one, never half a file."""
     with atomic_file(path) as f:
         write(f)
+
+
+def write_json(path: Path, value: Any) -> None:
+    """``value`` as indented JSON at ``path``, atomically (:func:`write_atomically`)."""
+    text = json.dumps(value, indent=2, default=str) + "\n"
+    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 @contextmanager

@@ -14,21 +14,21 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import logging
 import warnings
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor, nn
 
 import lit_ssgan
 from lit_ssgan import losses
-from lit_ssgan.checkpoint import load_checkpoint_file, write_atomically
+from lit_ssgan.checkpoint import load_checkpoint_file, write_atomically, write_json
 from lit_ssgan.data.datasets import file_digest
 from lit_ssgan.data.decoding import DECODER
 from lit_ssgan.errors import CheckpointError, ConfigError, check_choice, exit_on_user_error
+from lit_ssgan.models import Discriminator
 from lit_ssgan.models.layers import fold_weight_norm
 from lit_ssgan.outputs import check_output_file
 
@@ -47,11 +47,11 @@ class Classifier(nn.Module):
         classification: whether its task is classification.
     """
 
-    def __init__(self, discriminator: nn.Module, classification: bool) -> None:
+    def __init__(self, discriminator: Discriminator, classification: bool) -> None:
         super().__init__()
         self.discriminator = discriminator
         self.classification = classification
-        self.explicit_fake = bool(getattr(discriminator, "explicit_fake", False))
+        self.explicit_fake = discriminator.explicit_fake
 
     def forward(self, images: Tensor) -> Tensor:
         logits = self.discriminator(images).logits
@@ -77,24 +77,25 @@ def classifier_of(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any]]:
             "that the lit-ssgan command wrote"
         )
     model = SemiSupervisedGAN.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
-    discriminator = fold_weight_norm(model.discriminator).float()
+    discriminator = cast(Discriminator, fold_weight_norm(model.discriminator)).float()
     exported = Classifier(discriminator, bool(model.hparams["classification"])).eval()
     for parameter in exported.parameters():
         parameter.requires_grad_(False)
     return exported, checkpoint
 
 
-def description(checkpoint: dict[str, Any], ckpt_path: str | Path, model_file: Path, fmt: Format) -> dict[str, Any]:
-    """What a caller of the exported file needs, as the JSON written beside it."""
+def description(
+    exported: Classifier, checkpoint: dict[str, Any], ckpt_path: str | Path, model_file: Path, fmt: Format
+) -> dict[str, Any]:
+    """What a caller of the exported file needs, as the JSON written beside it: the input's shape
+    and the classes from the network, their names and the data from what the checkpoint records."""
     data = checkpoint.get("data") or {}
-    hparams = checkpoint["hyper_parameters"]
     data_hparams = checkpoint.get("datamodule_hyper_parameters") or {}
-    channels, height, width = (int(s) for s in data["image_shape"])
-    classification = bool(hparams.get("classification", True))
-    num_classes = int(data["num_classes"])
+    channels, height, width = exported.discriminator.image_shape
+    classification, num_classes = exported.classification, exported.discriminator.num_classes
     names = data.get("class_names") or [str(k) for k in range(num_classes)]
     datamodule = data.get("datamodule") or data_hparams.get("_class_path", "data from Python")
-    folders = datamodule is not None and "ImageFolder" in str(datamodule)
+    folders = "ImageFolder" in str(datamodule)
     return {
         "model": model_file.name,
         "format": fmt,
@@ -164,7 +165,7 @@ def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None =
                 "(or --format torchscript, which needs nothing more)"
             )
     exported, checkpoint = classifier_of(ckpt_path)
-    example = torch.rand(2, *(int(s) for s in checkpoint["data"]["image_shape"]))
+    example = torch.rand(2, *exported.discriminator.image_shape)
     if fmt == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             # torch deprecates TorchScript for torch.export; the format is asked for by name (README)
@@ -174,8 +175,7 @@ def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None =
     else:
         _export_onnx(exported, example, target)
     meta = description_path(target)
-    text = json.dumps(description(checkpoint, ckpt_path, target, fmt), indent=2)
-    write_atomically(meta, lambda f: f.write(text.encode() + b"\n"))
+    write_json(meta, description(exported, checkpoint, ckpt_path, target, fmt))
     return target, meta
 
 
@@ -187,7 +187,8 @@ def _export_onnx(exported: Classifier, example: Tensor, target: Path) -> None:
     # its notes on torchvision's operators (not installed, not used) and a deprecation in torch
     # itself: nothing the user can act on
     onnx_log = logging.getLogger("torch.onnx")
-    level, onnx_log.level = onnx_log.level, logging.ERROR
+    level = onnx_log.level
+    onnx_log.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)

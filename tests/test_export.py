@@ -16,7 +16,7 @@ import torch
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli, main
 from lit_ssgan.export import description_path
-from lit_ssgan.models import ConvDiscriminator, MLPDiscriminator
+from lit_ssgan.models import ConvDiscriminator, ConvGenerator, MLPDiscriminator
 from lit_ssgan.models.layers import _WeightNorm, fold_weight_norm
 from tests.helpers import CONFIGS, ROOT, digits_args, folder_args
 
@@ -183,6 +183,17 @@ def test_a_bad_export_is_one_line_naming_the_file(checkpoint, tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         f"lit-ssgan export: error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
     ]
+
+
+def test_folding_keeps_a_generators_eval_outputs():  # its output layer: a weight-normed transposed conv
+    torch.manual_seed(0)
+    generator = ConvGenerator((1, 16, 16), 8, 32)
+    generator.upsample[-2].g.data.uniform_(0.5, 2.0)
+    folded = fold_weight_norm(generator)
+    assert not any(isinstance(m, _WeightNorm) for m in folded.modules())
+    z = torch.rand(4, 8)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(z), generator.eval()(z), rtol=1e-5, atol=1e-5)
 
 
 def test_onnx_without_its_packages_says_what_to_install(checkpoint, monkeypatch):

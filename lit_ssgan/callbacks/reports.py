@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Sequence
 from contextlib import ExitStack
 from pathlib import Path
@@ -23,7 +22,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 
 import lit_ssgan
 from lit_ssgan.callbacks.served import served_gan
-from lit_ssgan.checkpoint import atomic_file, non_plain_hparams, write_atomically
+from lit_ssgan.checkpoint import atomic_file, non_plain_hparams, write_atomically, write_json
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
 
@@ -34,20 +33,15 @@ def run_record(trainer: lightning.Trainer) -> dict[str, Any]:
     its plain options (folders, sizes, seeds)."""
     datamodule = getattr(trainer, "datamodule", None)
     options = dict(getattr(datamodule, "hparams", None) or {})
+    objects = set(non_plain_hparams(options))  # transforms and the like: not JSON
     ckpt = trainer.ckpt_path
     return {
         "checkpoint": str(Path(ckpt).resolve()) if ckpt else None,
         "global_step": trainer.global_step,
         "datamodule": type(datamodule).__name__ if datamodule is not None else None,
-        "data": {k: v for k, v in options.items() if not k.startswith("_") and k not in non_plain_hparams(options)},
+        "data": {k: v for k, v in options.items() if not k.startswith("_") and k not in objects},
         "lit_ssgan_version": lit_ssgan.__version__,
     }
-
-
-def write_json(path: Path, value: Any) -> None:
-    """``value`` as indented JSON at ``path``, atomically."""
-    text = json.dumps(value, indent=2, default=str) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
 
 
 class PredictionsCSV(BasePredictionWriter):

@@ -374,12 +374,12 @@ def fold_weight_norm(network: nn.Module) -> nn.Module:
     autograd node and no norm computed at run time. The values it gives are ``network``'s in eval
     mode (the same up to float rounding)."""
     folded = copy.deepcopy(network).eval()
+    if isinstance(folded, _WeightNorm):
+        return folded.plain()
     for name, module in list(folded.named_modules()):
         if isinstance(module, _WeightNorm):
             parent, _, attribute = name.rpartition(".")
-            setattr(folded.get_submodule(parent) if parent else folded, attribute, module.plain())
-    if isinstance(folded, _WeightNorm):
-        return folded.plain()
+            setattr(folded.get_submodule(parent), attribute, module.plain())
     return folded
 
 
