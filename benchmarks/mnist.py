@@ -13,8 +13,10 @@ Lightning and the module's bookkeeping cost on top of the same algorithm.
     python benchmarks/mnist.py ... --supervised   # the same networks on the 100 labels alone
     python benchmarks/mnist.py --epochs 300 --seeds 1 --resume   # again after a stop: goes on where it stopped
 
-Results go to ``--out`` (one JSON per run); ``benchmarks/plot.py`` draws the error curves. Each
-run keeps its checkpoints and its curve so far in ``--out``/runs/NAME, which ``--resume`` reads.
+Results go to ``--out`` (one JSON per run, with the run's labeled examples and the record of its
+split, ``labeled_examples.csv``, which ``--data.split_from`` trains on again); ``benchmarks/plot.py``
+draws the error curves. Each run keeps its checkpoints and its curve so far in ``--out``/runs/NAME,
+which ``--resume`` reads.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.callbacks import EMA, ema_with_warmup
 from lit_ssgan.cli import cli
+from lit_ssgan.data.datasets import file_digest
+from lit_ssgan.data.record import FILE_NAME
 from lit_ssgan.models.base import evaluating
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -242,6 +246,8 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         made.trainer.checkpoint_callback.dirpath = str(checkpoints.resolve())
     made.trainer.fit(made.model, datamodule=dm, ckpt_path=last if resume else None)
     (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
+    # the run's draw: --data.split_from RECORD trains on it again; its confusion matrix beside it
+    record = Path(made.trainer.log_dir or made.trainer.default_root_dir) / FILE_NAME
 
     batches = dm.hparams.batches_per_epoch or len(dm.unlabeled) // dm.hparams.batch_size
     # the first epoch pays for warm-up (allocator, thread pools): the median of the rest
@@ -259,6 +265,9 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "test_error": recorder.epochs[-1]["test_error"],
         "test_error_ema": recorder.epochs[-1].get("test_error_ema"),
         "test_error_final_checkpoint": final["test/error"],
+        "labeled_examples_csv": str(record),
+        "labeled_examples_sha256": file_digest(record, "sha256"),
+        "labeled_examples": dm.labeled_examples["labeled"],
         "curve": recorder.epochs,
         "torch_threads": torch.get_num_threads(),
     }
@@ -305,6 +314,9 @@ def main() -> None:
     results = [run(args, seed) for seed in args.seeds]
     print(f"\nMNIST-100, {args.epochs} epochs, precision {args.precision}, {torch.get_num_threads()} threads")
     print(f"  seeds                       {args.seeds}")
+    for r in results:
+        digest = r["labeled_examples_sha256"][:12]
+        print(f"  seed {r['seed']}'s draw             {r['labeled_examples_csv']} (sha256 {digest})")
     for key, label in [
         ("epoch_seconds", "train seconds / epoch"),
         ("unlabeled_images_per_second", "unlabeled images / s"),

@@ -1,5 +1,6 @@
 """The MNIST benchmark, 80 batches of it, so that it cannot rot (``pytest -m slow``)."""
 
+import csv
 import json
 import subprocess
 import sys
@@ -27,6 +28,10 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     assert all(e["test_error_ema_0.9999"] == e["test_error_ema"] for e in result["curve"])
     assert all(0 <= e["val_error_ema_0.9999"] < 0.95 for e in result["curve"])
     assert result["overhead_ratio"] > 0
+    # the run's draw, and the record that trains on it again (--data.split_from)
+    with open(result["labeled_examples_csv"], newline="") as f:
+        recorded = [row[1:] for row in csv.reader(f) if row[0] == "labeled"]
+    assert recorded == result["labeled_examples"] and len(recorded) == 100
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli
@@ -37,6 +38,21 @@ def test_each_shipped_config_runs(config, tmp_path, request):
     with torch.no_grad(), evaluating(run.model), run.trainer.precision_plugin.forward_context():  # bf16 too
         accuracy = (run.model(x).argmax(1) == y).float().mean().item()
     assert run.trainer.callback_metrics["test/acc"].item() == pytest.approx(accuracy)
+
+
+def test_the_long_mnist_config_is_the_fast_one_on_a_longer_schedule():
+    def flat(tree, prefix=""):
+        if isinstance(tree, dict):
+            return {k: v for key, sub in tree.items() for k, v in flat(sub, f"{prefix}{key}.").items()}
+        if isinstance(tree, list):
+            return {k: v for i, sub in enumerate(tree) for k, v in flat(sub, f"{prefix}{i}.").items()}
+        return {prefix[:-1]: tree}
+
+    fast, long = (flat(yaml.safe_load((CONFIGS / name).read_text())) for name in ("mnist_fast.yaml", "mnist_long.yaml"))
+    differ = {key for key in fast.keys() | long.keys() if fast.get(key) != long.get(key)}
+    schedule = {"trainer.max_epochs", "trainer.default_root_dir", "trainer.callbacks.0.init_args.every_n_epochs"}
+    assert differ == schedule | {f"model.{net}_lr_scheduler.init_args.decay_over" for net in ("d", "g")}
+    assert (long["trainer.max_epochs"], long["model.d_lr_scheduler.init_args.decay_over"]) == (100, 30)
 
 
 def test_max_steps_counts_batches_in_steps_checkpoints_and_logs(tmp_path):

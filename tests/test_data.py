@@ -1,3 +1,4 @@
+import csv
 import gzip
 
 import albumentations as A
@@ -15,6 +16,8 @@ from lit_ssgan.data import (
     read_idx,
 )
 from lit_ssgan.data.datamodule import UNKNOWN_LABEL
+from lit_ssgan.data.record import write_record
+from lit_ssgan.errors import ConfigError, MissingFileError
 
 
 class ToyDataModule(SemiSupervisedDataModule):
@@ -78,6 +81,60 @@ def test_the_split_records_the_examples_it_labeled_as_the_streams_serve_them(inc
     other = ToyDataModule(num_labeled=7, val_size=12, data_seed=4, unlabeled_includes_labeled=includes_labeled)
     again.setup("fit"), other.setup("fit")
     assert again.labeled_examples == record and other.labeled_examples != record
+
+
+def served_order(dm) -> list[int]:
+    return [i for x, _ in dm.train_dataloader()["unlabeled"] for i in (x[:, 0, 0, 0] * 255).round().int().tolist()]
+
+
+def test_split_from_a_runs_record_gives_that_runs_draw(tmp_path):
+    options = {"num_labeled": 7, "val_size": 12, "unlabeled_includes_labeled": True}
+    drawn = ToyDataModule(data_seed=3, **options)
+    torch.manual_seed(0)  # the order of the epochs (the data module's shuffle_seed)
+    drawn.setup("fit")
+    write_record(tmp_path / "labeled_examples.csv", drawn.labeled_examples)
+    # the same seed: the same split and the same unlabeled order, as the run the record came from
+    again = ToyDataModule(data_seed=3, split_from=str(tmp_path / "labeled_examples.csv"), **options)
+    torch.manual_seed(0)
+    again.setup("fit")
+    assert again.labeled_examples == drawn.labeled_examples
+    assert served_order(again) == served_order(drawn)
+    # another seed: the record's labeled and validation examples all the same, not that seed's own draw
+    other = ToyDataModule(data_seed=4, split_from=str(tmp_path / "labeled_examples.csv"), **options)
+    own = ToyDataModule(data_seed=4, **options)
+    other.setup("fit"), own.setup("fit")
+    assert other.labeled_examples == drawn.labeled_examples != own.labeled_examples
+    assert pool_ids(other.labeled) == pool_ids(drawn.labeled) and pool_ids(other.val) == pool_ids(drawn.val)
+    assert pool_ids(other.unlabeled) == pool_ids(drawn.unlabeled)
+
+
+@pytest.mark.parametrize(
+    ("edit", "options", "match"),
+    [
+        (lambda rows: rows[:1] + [["labeled", "99", "0"]] + rows[2:], {}, "labeled example '99', which the data lacks"),
+        (lambda rows: rows[:1] + [[*rows[1][:2], str((int(rows[1][2]) + 1) % 3)]] + rows[2:], {}, "the data labels it"),
+        (lambda rows: rows, {"val_size": 10}, "12 validation examples; data.val_size is 10"),
+        (lambda rows: rows, {"num_labeled": 6}, r"not the numbers per class that data.num_labeled \(6\)"),
+        (lambda rows: [["a", "b"]], {}, "is not a run's labeled_examples.csv"),
+    ],
+)
+def test_a_record_that_does_not_fit_the_data_is_named(tmp_path, edit, options, match):
+    drawn = ToyDataModule(num_labeled=7, val_size=12, data_seed=3)
+    drawn.setup("fit")
+    path = tmp_path / "labeled_examples.csv"
+    write_record(path, drawn.labeled_examples)
+    with path.open(newline="") as f:
+        rows = list(csv.reader(f))
+    with path.open("w", newline="") as f:
+        csv.writer(f).writerows(edit(rows))
+    with pytest.raises(ConfigError, match=match):
+        dm = ToyDataModule(data_seed=3, split_from=str(path), **{"num_labeled": 7, "val_size": 12, **options})
+        dm.setup("fit")
+
+
+def test_a_missing_record_is_named_when_the_data_module_is_built(tmp_path):
+    with pytest.raises(MissingFileError, match="data.split_from: no file .*nothing.csv"):
+        ToyDataModule(split_from=str(tmp_path / "nothing.csv"))
 
 
 def test_data_seed_decides_the_split():

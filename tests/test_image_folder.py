@@ -14,6 +14,7 @@ from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli
 from lit_ssgan.data import ImageFolderDataModule
 from lit_ssgan.data.decoding import read_image
+from lit_ssgan.data.record import write_record
 from tests.helpers import CONFIGS, folder_args
 from tests.helpers import write_png as write
 
@@ -100,6 +101,18 @@ def make_dm(folders: Path, **kwargs) -> ImageFolderDataModule:
     kwargs.setdefault("labeled_dir", str(folders / "labeled"))
     kwargs.setdefault("unlabeled_dir", str(folders / "unlabeled"))
     return ImageFolderDataModule(image_size=8, channels=1, batch_size=20, **kwargs)
+
+
+def test_a_runs_record_of_file_names_gives_its_draw_again(folders, tmp_path):
+    drawn = make_dm(folders, num_labeled=30, val_size=20, data_seed=1)
+    drawn.setup("fit")
+    record = tmp_path / "labeled_examples.csv"
+    write_record(record, drawn.labeled_examples)
+    again = make_dm(folders, num_labeled=30, val_size=20, data_seed=2, split_from=str(record))
+    own = make_dm(folders, num_labeled=30, val_size=20, data_seed=2)
+    again.setup("fit"), own.setup("fit")
+    assert again.labeled_examples == drawn.labeled_examples != own.labeled_examples
+    assert torch.equal(again.labeled.__getitems__(range(30))[0], drawn.labeled.__getitems__(range(30))[0])
 
 
 def test_num_labeled_on_folders_takes_that_many_per_class_and_serves_the_rest_unlabeled(folders):

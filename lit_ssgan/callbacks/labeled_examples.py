@@ -3,8 +3,6 @@ run's log directory and the same list in every checkpoint."""
 
 from __future__ import annotations
 
-import csv
-import io
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +11,15 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only, rank_zero_warn
 
-from lit_ssgan.checkpoint import write_atomically
-
-#: the file in the run's log directory
-FILE_NAME = "labeled_examples.csv"
+from lit_ssgan.data.record import FILE_NAME, write_record
 
 
 class LabeledExamples(Callback):
     """When ``fit`` starts, writes ``labeled_examples.csv`` (``split,example,label``: ``labeled``
     or ``val``; the file name relative to its folder for image folders, the dataset index for the
     built-in datasets; the class name) in the run's log directory, and puts the same list in every
-    checkpoint (``checkpoint["labeled_examples"]``). A resume whose data module gives other
+    checkpoint (``checkpoint["labeled_examples"]``); ``data.split_from`` reads the CSV back, for another
+    run on the same draw. A resume whose data module gives other
     examples than the checkpoint records is warned about. It serves any data module that sets
     ``labeled_examples`` (:class:`~lit_ssgan.data.SemiSupervisedDataModule` does, at its split);
     :class:`~lit_ssgan.SemiSupervisedGAN` adds it itself (``configure_callbacks``).
@@ -43,12 +39,7 @@ class LabeledExamples(Callback):
 
     @rank_zero_only
     def _write(self, path: Path, examples: dict[str, list[tuple[str, str]]]) -> None:
-        text = io.StringIO(newline="")
-        writer = csv.writer(text)
-        writer.writerow(["split", "example", "label"])
-        for split, rows in examples.items():
-            writer.writerows([split, name, label] for name, label in rows)
-        write_atomically(path, lambda f: f.write(text.getvalue().encode("utf-8")))
+        write_record(path, examples)
         self.written = path
 
     def on_save_checkpoint(

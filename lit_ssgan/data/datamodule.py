@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows, collate_batch
 from lit_ssgan.data.loaders import ResumableDataLoader
+from lit_ssgan.data.record import Record, read_record
 from lit_ssgan.data.samplers import EpochSampler, class_weights
 from lit_ssgan.errors import ConfigError, check_non_negative, check_positive, check_probability
 
@@ -55,6 +56,11 @@ class SemiSupervisedDataModule(LightningDataModule):
         batches_per_epoch: epoch length in batches, per process; default one pass over the
             unlabeled set (shared among the processes under DDP).
         data_seed: seed of the validation split and of the choice of labeled examples.
+        split_from: a run's ``labeled_examples.csv`` (:mod:`lit_ssgan.data.record`): its labeled and
+            validation examples, with their labels checked against the data's, instead of those
+            ``data_seed`` draws (the order of the unlabeled set still follows ``data_seed``). The
+            counts must fit ``num_labeled`` and ``val_size``; with a validation set of its own, the
+            record's validation rows must name it.
         train_transforms: albumentations transforms for training images (uint8 HWC).
         eval_transforms: albumentations transforms for validation, test and prediction images.
         num_workers: DataLoader workers; 0 is fastest on a few cores (a batch is gathered from memory
@@ -86,6 +92,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         unlabeled_includes_val: bool = False,
         batches_per_epoch: int | None = None,
         data_seed: int = 0,
+        split_from: str | None = None,
         train_transforms: list[A.BasicTransform] | None = None,
         eval_transforms: list[A.BasicTransform] | None = None,
         num_workers: int = 0,
@@ -116,6 +123,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         for name in ("batch_size", "eval_batch_size", "batches_per_epoch"):
             check_positive(name, hp[name], optional=name == "batches_per_epoch")
         check_non_negative("val_size", hp["val_size"])
+        if hp["split_from"] is not None:
+            read_record(hp["split_from"])  # a missing or foreign file named now, before any data is read
         num_labeled = hp["num_labeled"]
         if (
             isinstance(num_labeled, list)
@@ -281,8 +290,13 @@ class SemiSupervisedDataModule(LightningDataModule):
         if hp["val_size"] >= len(labels):
             raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
         order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
-        val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
-        labeled_idx = self._labeled_indices(labels, train_idx)
+        if hp["split_from"] is None:
+            val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
+            labeled_idx = self._labeled_indices(labels, train_idx)
+        else:
+            own_val = None if separate_val is None else self.example_names("val", np.arange(len(separate_val[1])))
+            val_idx, labeled_idx = self._recorded_indices(read_record(hp["split_from"]), labels, own_val)
+            train_idx = order[~np.isin(order, val_idx)]
         unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
         if separate_val is not None:
             val_images, val_labels = self._checked(*separate_val, "validation set")
@@ -306,6 +320,62 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.train_transform)
         self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
         self.val = ImageDataset(val, val_labels, self.eval_transform) if len(val_labels) else None
+
+    def _recorded_indices(
+        self, record: Record, labels: np.ndarray, separate_val: list[str] | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """The pool indices of the validation and the labeled examples in ``split_from``'s record
+        (no validation indices where the data has a validation set of its own, ``separate_val``:
+        its names, which the record must list).
+
+        Raises:
+            ConfigError: naming the file and the example, for an example the data lacks or labels
+                otherwise; for counts that do not fit ``num_labeled`` or ``val_size``, or a labeled
+                example that is also a validation one.
+        """
+        hp, k = self.hparams, self.num_classes
+        path = hp["split_from"]
+        index = {name: i for i, name in enumerate(self.example_names("pool", np.arange(len(labels))))}
+
+        def pool_indices(split: str) -> np.ndarray:
+            found = []
+            for name, label in record[split]:
+                i = index.get(name)
+                if i is None:
+                    raise ConfigError(f"data.split_from: {path} lists {split} example {name!r}, which the data lacks")
+                if label != self.label_name(labels[i]):
+                    raise ConfigError(
+                        f"data.split_from: {path} labels {split} example {name!r} {label!r}; "
+                        f"the data labels it {self.label_name(labels[i])!r}"
+                    )
+                found.append(i)
+            return np.asarray(found, dtype=np.int64)
+
+        if separate_val is not None:
+            if [name for name, _ in record["val"]] != separate_val:
+                raise ConfigError(f"data.split_from: {path} lists other validation examples than the data's own")
+            val_idx = np.zeros(0, dtype=np.int64)
+        else:
+            val_idx = pool_indices("val")
+            if len(val_idx) != hp["val_size"]:
+                raise ConfigError(
+                    f"data.split_from: {path} lists {len(val_idx)} validation examples; data.val_size is "
+                    f"{hp['val_size']}"
+                )
+        labeled_idx = np.sort(pool_indices("labeled"))
+        if np.isin(labeled_idx, val_idx).any():
+            raise ConfigError(f"data.split_from: {path} lists examples both as labeled and as validation")
+        asked = self._labeled_indices(labels, np.setdiff1d(np.arange(len(labels)), val_idx))
+
+        def per_class(idx: np.ndarray) -> list[int]:
+            return [len(idx), *(int((labels[idx] == c).sum()) for c in range(k))]
+
+        if per_class(labeled_idx) != per_class(asked):
+            raise ConfigError(
+                f"data.split_from: {path} lists {len(labeled_idx)} labeled examples, not the numbers per class "
+                f"that data.num_labeled ({hp['num_labeled']}) asks for"
+            )
+        return val_idx, labeled_idx
 
     def _named(self, names: list[str], labels: np.ndarray) -> list[tuple[str, str]]:
         return [(name, self.label_name(label)) for name, label in zip(names, labels.tolist(), strict=True)]
