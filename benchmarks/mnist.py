@@ -37,6 +37,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.callbacks import EMA, ema_with_warmup
+from lit_ssgan.callbacks.reports import TestReport
 from lit_ssgan.cli import cli
 from lit_ssgan.data.datasets import file_digest
 from lit_ssgan.data.record import FILE_NAME
@@ -241,12 +242,13 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     dm = made.datamodule
     dm.setup("test")
     recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))), args.ema_decays, curve)
-    made.trainer.callbacks.append(recorder)
+    report = TestReport()  # the final test's confusion matrix (picture and counts), as `lit-ssgan test` writes it
+    made.trainer.callbacks.extend([recorder, report])
     if made.trainer.checkpoint_callback is not None:  # a known place, for --resume
         made.trainer.checkpoint_callback.dirpath = str(checkpoints.resolve())
     made.trainer.fit(made.model, datamodule=dm, ckpt_path=last if resume else None)
     (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
-    # the run's draw: --data.split_from RECORD trains on it again; its confusion matrix beside it
+    # the run's draw: --data.split_from RECORD trains on it again; confusion_matrix.png beside it
     record = Path(made.trainer.log_dir or made.trainer.default_root_dir) / FILE_NAME
 
     batches = dm.hparams.batches_per_epoch or len(dm.unlabeled) // dm.hparams.batch_size
@@ -268,6 +270,7 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         "labeled_examples_csv": str(record),
         "labeled_examples_sha256": file_digest(record, "sha256"),
         "labeled_examples": dm.labeled_examples["labeled"],
+        "test_confusion": report.matrix.compute().tolist() if report.matrix is not None else None,
         "curve": recorder.epochs,
         "torch_threads": torch.get_num_threads(),
     }

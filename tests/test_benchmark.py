@@ -4,8 +4,10 @@ import csv
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+import torch
 
 from tests.helpers import ROOT
 
@@ -32,6 +34,10 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     with open(result["labeled_examples_csv"], newline="") as f:
         recorded = [row[1:] for row in csv.reader(f) if row[0] == "labeled"]
     assert recorded == result["labeled_examples"] and len(recorded) == 100
+    confusion = torch.tensor(result["test_confusion"])  # rows: the true class of the 10 000 test digits
+    assert confusion.sum() == 10_000
+    assert 1 - confusion.trace() / 10_000 == pytest.approx(result["test_error_final_checkpoint"], abs=1e-6)
+    assert (Path(result["labeled_examples_csv"]).parent / "confusion_matrix.png").is_file()
 
 
 @pytest.mark.slow
