@@ -202,14 +202,16 @@ def ema_weights(trainer: Trainer, pl_module: LightningModule) -> dict[str, torch
     return checkpoint["state_dict"] if "current_model_state" in checkpoint else None
 
 
-def build(args: argparse.Namespace, seed: int, out: Path) -> Any:
+def build(args: argparse.Namespace, seed: int, root: Path) -> Any:
+    """The run's model, data and Trainer, as ``lit-ssgan fit`` builds them, logging under ``root``
+    (one folder a run: runs of other seeds or settings may share ``--out`` and run at once)."""
     overrides = [
         f"--seed_everything={seed}",
         f"--data.data_seed={seed}",
         f"--data.data_dir={args.data_dir}",
         f"--trainer.max_epochs={args.epochs}",
         f"--trainer.precision={args.precision}",
-        f"--trainer.default_root_dir={out / 'runs'}",
+        f"--trainer.default_root_dir={root}",
         "--trainer.enable_progress_bar=false",
         "--trainer.enable_model_summary=false",
     ]
@@ -223,7 +225,8 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     out = Path(args.out)
     name = f"{'supervised' if args.supervised else 'ssgan'}-{args.precision}-e{args.epochs}-s{seed}"
     # the run's checkpoints and its curve so far, which --resume goes on from
-    checkpoints, curve = out / "runs" / name / "checkpoints", out / "runs" / name / "curve.json"
+    root = out / "runs" / name
+    checkpoints, curve = root / "checkpoints", root / "curve.json"
     last = checkpoints / "last.ckpt"
     resume = args.resume and last.exists()
     curve.parent.mkdir(parents=True, exist_ok=True)
@@ -231,14 +234,14 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         curve.unlink(missing_ok=True)
     plain_seconds = None
     if args.plain_batches and not resume:
-        reference = build(args, seed, out)  # a fresh model and data, untouched by the Lightning run
+        reference = build(args, seed, root)  # a fresh model and data, untouched by the Lightning run
         reference.datamodule.setup("fit")
         ema = find_ema(reference.trainer)
         plain_seconds = plain_loop(
             reference.model, reference.datamodule, ema and ema.decay, args.plain_batches, args.precision
         )
 
-    made = build(args, seed, out)
+    made = build(args, seed, root)
     dm = made.datamodule
     dm.setup("test")
     recorder = EpochRecorder(*dm.test.__getitems__(range(len(dm.test))), args.ema_decays, curve)
