@@ -220,6 +220,21 @@ def test_train_augmentations_apply_to_training_images_only():
     torch.testing.assert_close(xv[0], torch.from_numpy(dm.val.images[0]).permute(2, 0, 1).float() / 255)
 
 
+def test_labeled_transforms_augment_the_labeled_images_alone_after_the_training_ones():
+    dm = ToyDataModule(
+        val_size=10, train_transforms=[A.HorizontalFlip(p=1.0)], labeled_transforms=[A.VerticalFlip(p=1.0)]
+    )
+    dm.setup("fit")
+
+    def raw(dataset):
+        return torch.from_numpy(np.asarray(dataset.images)).permute(0, 3, 1, 2).float() / 255
+
+    labeled, _ = dm.labeled.__getitems__(list(range(len(dm.labeled))))
+    unlabeled, _ = dm.unlabeled.__getitems__(list(range(len(dm.unlabeled))))
+    torch.testing.assert_close(labeled, raw(dm.labeled).flip(-1).flip(-2))
+    torch.testing.assert_close(unlabeled, raw(dm.unlabeled).flip(-1))
+
+
 def test_augmentation_is_a_function_of_the_batch_so_reruns_and_resumed_runs_repeat_it():
     crop = [A.PadIfNeeded(12, 12, border_mode=0), A.RandomCrop(8, 8)]
     batches = []

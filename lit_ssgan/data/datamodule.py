@@ -62,6 +62,8 @@ class SemiSupervisedDataModule(LightningDataModule):
             counts must fit ``num_labeled`` and ``val_size``; with a validation set of its own, the
             record's validation rows must name it.
         train_transforms: albumentations transforms for training images (uint8 HWC).
+        labeled_transforms: more albumentations transforms for the labeled training images alone,
+            after ``train_transforms`` (the few labeled images augmented more than the unlabeled).
         eval_transforms: albumentations transforms for validation, test and prediction images.
         num_workers: DataLoader workers; 0 is fastest on a few cores (a batch is gathered from memory
             or from the decode cache, not decoded).
@@ -94,6 +96,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         data_seed: int = 0,
         split_from: str | None = None,
         train_transforms: list[A.BasicTransform] | None = None,
+        labeled_transforms: list[A.BasicTransform] | None = None,
         eval_transforms: list[A.BasicTransform] | None = None,
         num_workers: int = 0,
         balance_ratio: float | None = None,
@@ -104,6 +107,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.save_hyperparameters()
         self._check_options()
         self.train_transform = A.Compose(train_transforms) if train_transforms else None
+        self.labeled_transform = (
+            A.Compose([*(train_transforms or []), *labeled_transforms]) if labeled_transforms else self.train_transform
+        )
         self.eval_transform = A.Compose(eval_transforms) if eval_transforms else None
         self.labeled: ImageDataset | None = None
         self.unlabeled: ImageDataset | None = None
@@ -317,7 +323,7 @@ class SemiSupervisedDataModule(LightningDataModule):
                 f"the unlabeled set ({len(unlabeled)} images) is smaller than batch_size ({hp['batch_size']})"
             )
         hidden = np.full(len(unlabeled), UNKNOWN_LABEL)
-        self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.train_transform)
+        self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.labeled_transform)
         self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
         self.val = ImageDataset(val, val_labels, self.eval_transform) if len(val_labels) else None
 
