@@ -36,11 +36,10 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_ssgan import SemiSupervisedGAN
-from lit_ssgan.callbacks import EMA, ema_with_warmup
+from lit_ssgan.callbacks import EMA, LabeledExamples, ema_with_warmup
 from lit_ssgan.callbacks.reports import TestReport
 from lit_ssgan.cli import cli
 from lit_ssgan.data.datasets import file_digest
-from lit_ssgan.data.record import FILE_NAME
 from lit_ssgan.models.base import evaluating
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,8 +250,10 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
         made.trainer.checkpoint_callback.dirpath = str(checkpoints.resolve())
     made.trainer.fit(made.model, datamodule=dm, ckpt_path=last if resume else None)
     (final,) = made.trainer.test(made.model, datamodule=dm, verbose=False)  # the EMA weights, if EMA is on
-    # the run's draw: --data.split_from RECORD trains on it again; confusion_matrix.png beside it
-    record = Path(made.trainer.log_dir or made.trainer.default_root_dir) / FILE_NAME
+    # the run's draw, as the module's LabeledExamples wrote it (--data.split_from RECORD trains on it
+    # again); the test's confusion_matrix.png beside it
+    (record,) = [c.written for c in made.trainer.callbacks if isinstance(c, LabeledExamples)]
+    assert record is not None
 
     batches = dm.hparams.batches_per_epoch or len(dm.unlabeled) // dm.hparams.batch_size
     # the first epoch pays for warm-up (allocator, thread pools): the median of the rest

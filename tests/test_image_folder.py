@@ -15,6 +15,7 @@ from lit_ssgan.cli import cli
 from lit_ssgan.data import ImageFolderDataModule
 from lit_ssgan.data.decoding import read_image
 from lit_ssgan.data.record import write_record
+from lit_ssgan.errors import ConfigError
 from tests.helpers import CONFIGS, folder_args
 from tests.helpers import write_png as write
 
@@ -113,6 +114,20 @@ def test_a_runs_record_of_file_names_gives_its_draw_again(folders, tmp_path):
     again.setup("fit"), own.setup("fit")
     assert again.labeled_examples == drawn.labeled_examples != own.labeled_examples
     assert torch.equal(again.labeled.__getitems__(range(30))[0], drawn.labeled.__getitems__(range(30))[0])
+
+
+def test_a_record_with_a_validation_folder_of_its_own_must_name_that_folder(folders, tmp_path):
+    drawn = make_dm(folders, num_labeled=30, val_dir=str(folders / "test"), data_seed=1)
+    drawn.setup("fit")
+    record = tmp_path / "labeled_examples.csv"
+    write_record(record, drawn.labeled_examples)
+    again = make_dm(folders, num_labeled=30, val_dir=str(folders / "test"), data_seed=2, split_from=str(record))
+    again.setup("fit")
+    assert again.labeled_examples == drawn.labeled_examples and len(again.val) == 300
+    rows = drawn.labeled_examples
+    write_record(record, {"labeled": rows["labeled"], "val": rows["val"][1:]})  # one validation image fewer
+    with pytest.raises(ConfigError, match="lists other validation examples than the data's own"):
+        make_dm(folders, num_labeled=30, val_dir=str(folders / "test"), split_from=str(record)).setup("fit")
 
 
 def test_num_labeled_on_folders_takes_that_many_per_class_and_serves_the_rest_unlabeled(folders):

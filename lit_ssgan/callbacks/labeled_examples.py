@@ -18,9 +18,9 @@ class LabeledExamples(Callback):
     """When ``fit`` starts, writes ``labeled_examples.csv`` (``split,example,label``: ``labeled``
     or ``val``; the file name relative to its folder for image folders, the dataset index for the
     built-in datasets; the class name) in the run's log directory, and puts the same list in every
-    checkpoint (``checkpoint["labeled_examples"]``); ``data.split_from`` reads the CSV back, for another
-    run on the same draw. A resume whose data module gives other
-    examples than the checkpoint records is warned about. It serves any data module that sets
+    checkpoint (``checkpoint["labeled_examples"]``); ``data.split_from`` reads the CSV back, for
+    another run on the same draw. A resume whose data module gives other examples than the
+    checkpoint records is warned about. It serves any data module that sets
     ``labeled_examples`` (:class:`~lit_ssgan.data.SemiSupervisedDataModule` does, at its split);
     :class:`~lit_ssgan.SemiSupervisedGAN` adds it itself (``configure_callbacks``).
     """

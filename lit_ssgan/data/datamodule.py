@@ -106,6 +106,8 @@ class SemiSupervisedDataModule(LightningDataModule):
         super().__init__()
         self.save_hyperparameters()
         self._check_options()
+        # read now, before any data is: a missing or foreign file is named when the module is built
+        self.split_record: Record | None = read_record(split_from) if split_from is not None else None
         self.train_transform = A.Compose(train_transforms) if train_transforms else None
         self.labeled_transform = (
             A.Compose([*(train_transforms or []), *labeled_transforms]) if labeled_transforms else self.train_transform
@@ -129,8 +131,6 @@ class SemiSupervisedDataModule(LightningDataModule):
         for name in ("batch_size", "eval_batch_size", "batches_per_epoch"):
             check_positive(name, hp[name], optional=name == "batches_per_epoch")
         check_non_negative("val_size", hp["val_size"])
-        if hp["split_from"] is not None:
-            read_record(hp["split_from"])  # a missing or foreign file named now, before any data is read
         num_labeled = hp["num_labeled"]
         if (
             isinstance(num_labeled, list)
@@ -296,17 +296,17 @@ class SemiSupervisedDataModule(LightningDataModule):
         if hp["val_size"] >= len(labels):
             raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
         order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
-        if hp["split_from"] is None:
+        own_val_names = None if separate_val is None else self.example_names("val", np.arange(len(separate_val[1])))
+        if self.split_record is None:
             val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
             labeled_idx = self._labeled_indices(labels, train_idx)
         else:
-            own_val = None if separate_val is None else self.example_names("val", np.arange(len(separate_val[1])))
-            val_idx, labeled_idx = self._recorded_indices(read_record(hp["split_from"]), labels, own_val)
+            val_idx, labeled_idx = self._recorded_indices(self.split_record, labels, own_val_names)
             train_idx = order[~np.isin(order, val_idx)]
         unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
-        if separate_val is not None:
+        if separate_val is not None and own_val_names is not None:
             val_images, val_labels = self._checked(*separate_val, "validation set")
-            val, val_names = as_rows(val_images), self.example_names("val", np.arange(len(val_labels)))
+            val, val_names = as_rows(val_images), own_val_names
         else:
             val, val_labels, val_names = pool.subset(val_idx), labels[val_idx], self.example_names("pool", val_idx)
         self.labeled_examples = {
