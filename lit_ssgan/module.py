@@ -12,15 +12,17 @@ from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
+from torch.optim.swa_utils import AveragedModel
 
 from lit_ssgan import gradients, losses
+from lit_ssgan.callbacks.ema import ema_with_warmup
 from lit_ssgan.callbacks.labeled_examples import LabeledExamples
 from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights, non_plain_hparams
 from lit_ssgan.data.datasets import Batch
 from lit_ssgan.divergence import NonFiniteGuard, OnNonFinite, check_finite_weights
-from lit_ssgan.errors import ConfigError, check_choice, check_positive
+from lit_ssgan.errors import ConfigError, check_choice, check_positive, check_probability
 from lit_ssgan.internals import step_not_counted
 from lit_ssgan.losses import Heads, LossParts
 from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
@@ -66,6 +68,14 @@ class SemiSupervisedGAN(LightningModule):
             time, under other noise, and the two class distributions are pulled together
             (:func:`losses.consistency`); 0: off. Classification only; needs a discriminator with
             noise (or dropout), else both passes agree and the term is 0.
+        mean_teacher_decay: where the consistency term's second pass goes. None: through the
+            discriminator itself (the Π-model: both passes get gradients). A decay: through an
+            exponential moving average of the discriminator's weights with this decay (after the
+            warm-up of :func:`~lit_ssgan.callbacks.ema.ema_with_warmup`), whose class distribution
+            is the target the discriminator is pulled toward (Mean Teacher, Tarvainen & Valpola
+            2017). The average is updated before each discriminator step, sees other noise and
+            input shifts, and is saved in the checkpoints (``teacher.*``). Needs
+            ``unlabeled_consistency_weight`` > 0.
         d_label_smooth: one-sided label smoothing: unlabeled data's target P(real) is
             ``1 - d_label_smooth``.
         generator_target_prob: with ``generator_loss="sigmoid_kl"``, the P(real) the
@@ -112,6 +122,7 @@ class SemiSupervisedGAN(LightningModule):
         unlabeled_weight: float = 1.0,
         unlabeled_entropy_weight: float = 0.0,
         unlabeled_consistency_weight: float = 0.0,
+        mean_teacher_decay: float | None = None,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
         generator_loss: losses.GeneratorLossKind = "feature_matching",
@@ -143,6 +154,7 @@ class SemiSupervisedGAN(LightningModule):
         self.discriminator = discriminator
         self.generator = generator
         self.configure_losses()
+        self.teacher = self.make_teacher()
         self.optimizer_factories = {
             "discriminator": (d_optimizer, d_lr_scheduler),
             "generator": (g_optimizer, g_lr_scheduler),
@@ -164,6 +176,21 @@ class SemiSupervisedGAN(LightningModule):
             hp["d_label_smooth"],
         )
         self.g_loss = losses.GeneratorLoss(hp["generator_loss"], hp["feature_distance"], hp["generator_target_prob"])
+
+    def make_teacher(self) -> AveragedModel | None:
+        """``mean_teacher_decay``: the moving average of the discriminator that gives the
+        consistency term its target; None for the Π-model."""
+        decay = self.hparams["mean_teacher_decay"]
+        if decay is None:
+            return None
+        check_probability("model.mean_teacher_decay", decay)
+        if not self.d_loss.needs_second_pass:
+            raise ConfigError(
+                "model.mean_teacher_decay needs model.unlabeled_consistency_weight > 0: "
+                "the teacher gives that term its target"
+            )
+        teacher = AveragedModel(self.discriminator, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
+        return teacher.requires_grad_(False)
 
     def configure_gradients(self) -> None:
         """tefla's gradient multipliers, matched to each network's parameters (a pattern that
@@ -279,17 +306,28 @@ class SemiSupervisedGAN(LightningModule):
     def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
         """The discriminator's loss, from one forward over the labeled, unlabeled and generated
         (detached) images, and the unlabeled ones again, under other noise, for the consistency
-        term; and the heads of each part (``labeled``, ``unlabeled``, ``fake``)."""
+        term (through the teacher, with ``mean_teacher_decay``); and the heads of each part
+        (``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``)."""
         with torch.no_grad():
             x_fake = self.generator(self.generator.sample_latent(len(x_unl), self.noise_rng))
         images = {"labeled": x_lab, "unlabeled": x_unl, "fake": x_fake}
-        if self.d_loss.needs_second_pass:
+        if self.d_loss.needs_second_pass and self.teacher is None:
             images["unlabeled_again"] = x_unl
         logits = self.discriminator(torch.cat(list(images.values()))).logits
         parts = logits.split([len(x) for x in images.values()])
         heads = {name: self.heads(part) for name, part in zip(images, parts, strict=True)}
+        if self.teacher is not None:
+            heads["unlabeled_again"] = self.teacher_heads(x_unl)
         loss = self.d_loss(heads["labeled"], y_lab, heads["unlabeled"], heads["fake"], heads.get("unlabeled_again"))
         return loss, heads
+
+    @torch.no_grad()
+    def teacher_heads(self, x_unl: Tensor) -> Heads:
+        """The teacher's heads on the unlabeled batch, its average first brought up to D's
+        current weights (at the first step, after the data-dependent initialisation: a copy)."""
+        assert self.teacher is not None
+        self.teacher.update_parameters(self.discriminator)
+        return self.heads(self.teacher(x_unl).logits)
 
     def generator_losses(self, x_unl_g: Tensor) -> LossParts:
         """The generator's loss on fresh samples: feature matching against the unlabeled batch

@@ -266,3 +266,47 @@ def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
         regression_model(unlabeled_consistency_weight=0.1)
     with pytest.raises(ValueError, match="unlabeled_consistency_weight must be 0 or more"):
         make_model(unlabeled_consistency_weight=-1.0)
+
+
+def test_the_mean_teacher_is_the_moving_average_of_d_before_each_step_and_gives_the_target(tmp_path):
+    decay, recorder = 0.2, StepRecorder()
+    model = make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=decay)
+    make_trainer(tmp_path, max_steps=4, callbacks=[recorder]).fit(model, DigitsDataModule())
+    assert model.teacher is not None
+    # the average of D's weights as each D step found them: a copy at the first, then the warm-up's
+    # decay min(decay, (1 + n) / (10 + n)) (0.18, then 0.2)
+    before = [weights["discriminator"] for _, weights, _, _ in recorder.of("discriminator")]
+    want = [w.clone() for w in before[0]]
+    for n, weights in enumerate(before[1:], start=1):
+        d = min(decay, (1 + n) / (10 + n))
+        want = [d * a + (1 - d) * w for a, w in zip(want, weights, strict=True)]
+    got = list(model.teacher.module.parameters())
+    assert len(got) == len(want)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b)
+    assert not torch.allclose(got[-1], before[-1][-1])  # an average, not the latest weights
+    # the teacher only gives the target: no gradients, not in D's optimizer, in the checkpoint
+    assert all(p.grad is None and not p.requires_grad for p in model.teacher.parameters())
+    d_params = {id(p) for group in model.trainer.optimizers[0].param_groups for p in group["params"]}
+    assert not d_params & {id(p) for p in model.teacher.parameters()}
+    assert "teacher.module.classifier.v" in model.state_dict()
+
+
+def test_the_mean_teacher_gives_the_consistency_target_and_needs_the_term(tmp_path):
+    # without noise, two passes through D agree (the Π-model's term is 0); the teacher's pass
+    # differs once the teacher is an average (from the second step; at the first it is a copy)
+    logger = CSVLogger(tmp_path)
+    model = SemiSupervisedGAN(
+        MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), input_noise=0.0, hidden_noise=0.0),
+        MLPGenerator((1, 8, 8), hidden=(32,)),
+        unlabeled_consistency_weight=1.0,
+        mean_teacher_decay=0.99,
+    )
+    make_trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        logged = [float(row["train/d_consistency"]) for row in csv.DictReader(f) if row.get("train/d_consistency")]
+    assert len(logged) == 3 and logged[0] == 0.0 and all(value > 0 for value in logged[1:])
+    with pytest.raises(ConfigError, match="mean_teacher_decay needs model.unlabeled_consistency_weight"):
+        make_model(mean_teacher_decay=0.99)
+    with pytest.raises(ConfigError, match="mean_teacher_decay must be a float in"):
+        make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=1.5)

@@ -68,6 +68,7 @@ RANDOM_CROP = [
         ("epoch=1-step=8.ckpt", 4, []),
         ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
         ("epoch=1-step=6.ckpt", 2, MNIST_FAST_BF16),
+        ("epoch=1-step=6.ckpt", 2, [*MNIST_FAST_BF16, "--model.mean_teacher_decay=0.99"]),  # the teacher too
         ("epoch=1-step=6.ckpt", 2, RANDOM_CROP),
     ],
 )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 import torch
 from lightning.pytorch.callbacks import WeightAveraging
@@ -10,8 +10,11 @@ from torch import Tensor
 
 from lit_ssgan.errors import check_probability
 
+#: the tensors ``AveragedModel`` hands a ``multi_avg_fn``, grouped by device and dtype
+Tensors = list[Tensor] | tuple[Tensor, ...]
 
-def ema_with_warmup(decay: float) -> Callable[[Sequence[Tensor], Sequence[Tensor], Tensor], None]:
+
+def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, Tensor | int], None]:
     """An ``AveragedModel`` ``multi_avg_fn``: ``avg = d * avg + (1 - d) * current`` with
     ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
     ``ExponentialMovingAverage(num_updates=...)``).
@@ -22,7 +25,7 @@ def ema_with_warmup(decay: float) -> Callable[[Sequence[Tensor], Sequence[Tensor
     check_probability("EMA decay", decay)
 
     @torch.no_grad()
-    def update(averaged: Sequence[Tensor], current: Sequence[Tensor], num_averaged: Tensor) -> None:
+    def update(averaged: Tensors, current: Tensors, num_averaged: Tensor | int) -> None:
         n = float(num_averaged)
         d = min(decay, (1.0 + n) / (10.0 + n))
         if torch.is_floating_point(averaged[0]):
