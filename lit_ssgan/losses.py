@@ -179,6 +179,22 @@ def consistency(class_logits_a: Tensor, class_logits_b: Tensor) -> Tensor:
     return (class_logits_a.softmax(dim=1) - class_logits_b.softmax(dim=1)).square().sum(dim=1).mean()
 
 
+def pseudo_label(class_logits: Tensor, target_logits: Tensor, threshold: float) -> Tensor:
+    """FixMatch's consistency (Sohn et al. 2020): cross entropy of ``(N, K)`` logits against the
+    most probable class of ``target_logits`` (the same images seen another way),
+    counted where that class's probability reaches ``threshold`` and as 0 elsewhere; averaged
+    over all N images.
+
+    Example:
+        >>> target = torch.tensor([[4.0, 0.0], [0.0, 0.0]])  # sure of class 0; undecided
+        >>> round(pseudo_label(torch.zeros(2, 2), target, 0.9).item(), 4)  # log 2, counted once of 2
+        0.3466
+    """
+    confidence, label = target_logits.softmax(dim=1).max(dim=1)  # no gradient reaches the target
+    counted = (confidence >= threshold).to(class_logits.dtype)
+    return (F.cross_entropy(class_logits, label, reduction="none") * counted).mean()
+
+
 def d_loss_real(gan_logits_real: Tensor, d_label_smooth: float = 0.0) -> Tensor:
     """Unlabeled real data should look real, with one-sided label smoothing."""
     return sigmoid_kl_with_logits(gan_logits_real, 1.0 - d_label_smooth).mean()
@@ -201,6 +217,8 @@ class DiscriminatorLoss(nn.Module):
         d_loss = d_loss_class + unlabeled_weight · (d_loss_real + d_loss_fake)
                  + unlabeled_entropy_weight · d_entropy + unlabeled_consistency_weight · d_consistency
 
+    (``d_consistency``: :func:`consistency`, or with ``pseudo_label_threshold`` :func:`pseudo_label`.)
+
     (regression: ``d_loss_mse`` in place of ``d_loss_class``). A new term is one weight and one
     line here.
 
@@ -210,6 +228,8 @@ class DiscriminatorLoss(nn.Module):
         unlabeled_entropy_weight: weight of :func:`conditional_entropy` on unlabeled data.
         unlabeled_consistency_weight: weight of :func:`consistency` between two passes of the
             unlabeled batch (the caller makes the second pass: :attr:`needs_second_pass`).
+        pseudo_label_threshold: the consistency term as :func:`pseudo_label` with this threshold,
+            the second pass giving the target; None: :func:`consistency`.
         d_label_smooth: the unlabeled data's target P(real) is ``1 - d_label_smooth``.
 
     Example:
@@ -227,6 +247,7 @@ class DiscriminatorLoss(nn.Module):
         unlabeled_entropy_weight: float = 0.0,
         unlabeled_consistency_weight: float = 0.0,
         d_label_smooth: float = 0.0,
+        pseudo_label_threshold: float | None = None,
     ) -> None:
         super().__init__()
         for name, value in (
@@ -239,6 +260,13 @@ class DiscriminatorLoss(nn.Module):
                 raise ConfigError(f"{name} needs classification: there are no classes in regression")
         self.classification = classification
         self.d_label_smooth = check_probability("d_label_smooth", d_label_smooth)
+        if pseudo_label_threshold is not None:
+            check_probability("pseudo_label_threshold", pseudo_label_threshold)
+            if not unlabeled_consistency_weight:
+                raise ConfigError(
+                    "pseudo_label_threshold needs unlabeled_consistency_weight > 0: it sets that term's form"
+                )
+        self.pseudo_label_threshold = pseudo_label_threshold
         self.labeled_term = "d_loss_class" if classification else "d_loss_mse"
         optional = {"d_entropy": unlabeled_entropy_weight, "d_consistency": unlabeled_consistency_weight}
         self.weights = {
@@ -268,7 +296,12 @@ class DiscriminatorLoss(nn.Module):
         if "d_consistency" in self.weights:
             if unlabeled_again is None:
                 raise ValueError("the consistency term needs the unlabeled batch's second pass")
-            terms["d_consistency"] = consistency(unlabeled.predicted, unlabeled_again.predicted)
+            if self.pseudo_label_threshold is None:
+                terms["d_consistency"] = consistency(unlabeled.predicted, unlabeled_again.predicted)
+            else:
+                terms["d_consistency"] = pseudo_label(
+                    unlabeled.predicted, unlabeled_again.predicted, self.pseudo_label_threshold
+                )
         return weighted(terms, self.weights)
 
 

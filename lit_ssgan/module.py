@@ -76,6 +76,11 @@ class SemiSupervisedGAN(LightningModule):
             2017). The average is updated before each discriminator step, sees other noise and
             input shifts, and is saved in the checkpoints (``teacher.*``). Needs
             ``unlabeled_consistency_weight`` > 0.
+        pseudo_label_threshold: the consistency term as FixMatch's (Sohn et al. 2020): cross
+            entropy against the second pass's (or the teacher's) most probable class, counted
+            where its probability reaches this threshold (:func:`losses.pseudo_label`); None: the
+            squared distance between the two class distributions. Needs
+            ``unlabeled_consistency_weight`` > 0.
         d_label_smooth: one-sided label smoothing: unlabeled data's target P(real) is
             ``1 - d_label_smooth``.
         generator_target_prob: with ``generator_loss="sigmoid_kl"``, the P(real) the
@@ -123,6 +128,7 @@ class SemiSupervisedGAN(LightningModule):
         unlabeled_entropy_weight: float = 0.0,
         unlabeled_consistency_weight: float = 0.0,
         mean_teacher_decay: float | None = None,
+        pseudo_label_threshold: float | None = None,
         d_label_smooth: float = 0.0,
         generator_target_prob: float = 1.0,
         generator_loss: losses.GeneratorLossKind = "feature_matching",
@@ -174,6 +180,7 @@ class SemiSupervisedGAN(LightningModule):
             hp["unlabeled_entropy_weight"],
             hp["unlabeled_consistency_weight"],
             hp["d_label_smooth"],
+            hp["pseudo_label_threshold"],
         )
         self.g_loss = losses.GeneratorLoss(hp["generator_loss"], hp["feature_distance"], hp["generator_target_prob"])
 

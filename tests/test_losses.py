@@ -133,6 +133,19 @@ def test_consistency_is_the_squared_distance_of_the_class_distributions():
     torch.testing.assert_close(losses.consistency(b, a), expected)
 
 
+def test_pseudo_label_is_the_cross_entropy_against_the_sure_targets_only():
+    logits = torch.tensor([[1.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]], dtype=DOUBLE, requires_grad=True)
+    # image 1: the target is sure of class 2; image 2: sure of class 1; image 3: undecided (left out)
+    target = torch.tensor([[0.0, 0.0, 5.0], [0.0, 5.0, 0.0], [1.0, 0.0, 0.0]], dtype=DOUBLE, requires_grad=True)
+    loss = losses.pseudo_label(logits, target, 0.95)
+    each = F.cross_entropy(logits, torch.tensor([2, 1, 0]), reduction="none")
+    torch.testing.assert_close(loss, (each[0] + each[1]) / 3)
+    loss.backward()
+    assert target.grad is None  # the target gets no gradient
+    assert logits.grad is not None and torch.all(logits.grad[2] == 0)  # the undecided image: none either
+    assert losses.pseudo_label(logits, target, 1.0).item() == 0.0  # no target that sure
+
+
 def random_heads(n: int = 6, k: int = 4) -> losses.Heads:
     return losses.Heads(torch.randn(n, k, dtype=DOUBLE), torch.randn(n, dtype=DOUBLE))
 
@@ -158,6 +171,21 @@ def test_discriminator_loss_weighs_each_term_by_its_own_weight():
     want = terms["d_loss_class"] + 0.5 * (terms["d_loss_real"] + terms["d_loss_fake"])
     want = want + 0.3 * terms["d_entropy"] + 2.0 * terms["d_consistency"]
     torch.testing.assert_close(parts.total, want)
+
+
+def test_pseudo_label_threshold_makes_the_consistency_term_fixmatch_s():
+    torch.manual_seed(0)
+    labeled, unlabeled, fake, again = random_heads(), random_heads(), random_heads(), random_heads()
+    labels = torch.tensor([0, 1, 2, 3, 0, 1])
+    loss = losses.DiscriminatorLoss(unlabeled_consistency_weight=2.0, pseudo_label_threshold=0.4)
+    parts = loss(labeled, labels, unlabeled, fake, again)
+    want = losses.pseudo_label(unlabeled.predicted, again.predicted, 0.4)
+    assert want > 0  # some targets reach 0.4
+    torch.testing.assert_close(parts.terms["d_consistency"], want)
+    with pytest.raises(ValueError, match="pseudo_label_threshold needs unlabeled_consistency_weight"):
+        losses.DiscriminatorLoss(pseudo_label_threshold=0.9)
+    with pytest.raises(ValueError, match="pseudo_label_threshold must be a float"):
+        losses.DiscriminatorLoss(unlabeled_consistency_weight=1.0, pseudo_label_threshold=2.0)
 
 
 def test_the_entropy_term_is_minimised_so_the_prediction_commits():
