@@ -310,3 +310,10 @@ def test_the_mean_teacher_gives_the_consistency_target_and_needs_the_term(tmp_pa
         make_model(mean_teacher_decay=0.99)
     with pytest.raises(ConfigError, match="mean_teacher_decay must be a float in"):
         make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=1.5)
+
+
+def test_pseudo_label_threshold_reaches_d_s_loss_and_is_checked_there():
+    assert make_model(unlabeled_consistency_weight=1.0, pseudo_label_threshold=0.9).d_loss.pseudo_label_threshold == 0.9
+    assert make_model(unlabeled_consistency_weight=1.0).d_loss.pseudo_label_threshold is None
+    with pytest.raises(ConfigError, match="pseudo_label_threshold needs unlabeled_consistency_weight"):
+        make_model(pseudo_label_threshold=0.9)
