@@ -190,11 +190,10 @@ class SemiSupervisedGAN(LightningModule):
         decay = self.hparams["mean_teacher_decay"]
         if decay is None:
             return None
-        check_probability("model.mean_teacher_decay", decay)
+        check_probability("mean_teacher_decay", decay)
         if not self.d_loss.needs_second_pass:
             raise ConfigError(
-                "model.mean_teacher_decay needs model.unlabeled_consistency_weight > 0: "
-                "the teacher gives that term its target"
+                "mean_teacher_decay needs unlabeled_consistency_weight > 0: the teacher gives that term its target"
             )
         teacher = AveragedModel(self.discriminator, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
         return teacher.requires_grad_(False)

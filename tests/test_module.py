@@ -306,7 +306,7 @@ def test_the_mean_teacher_gives_the_consistency_target_and_needs_the_term(tmp_pa
     with open(Path(logger.log_dir) / "metrics.csv") as f:
         logged = [float(row["train/d_consistency"]) for row in csv.DictReader(f) if row.get("train/d_consistency")]
     assert len(logged) == 3 and logged[0] == 0.0 and all(value > 0 for value in logged[1:])
-    with pytest.raises(ConfigError, match="mean_teacher_decay needs model.unlabeled_consistency_weight"):
+    with pytest.raises(ConfigError, match="mean_teacher_decay needs unlabeled_consistency_weight"):
         make_model(mean_teacher_decay=0.99)
     with pytest.raises(ConfigError, match="mean_teacher_decay must be a float in"):
         make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=1.5)
