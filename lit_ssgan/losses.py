@@ -217,10 +217,8 @@ class DiscriminatorLoss(nn.Module):
         d_loss = d_loss_class + unlabeled_weight · (d_loss_real + d_loss_fake)
                  + unlabeled_entropy_weight · d_entropy + unlabeled_consistency_weight · d_consistency
 
-    (``d_consistency``: :func:`consistency`, or with ``pseudo_label_threshold`` :func:`pseudo_label`.)
-
-    (regression: ``d_loss_mse`` in place of ``d_loss_class``). A new term is one weight and one
-    line here.
+    (regression: ``d_loss_mse`` in place of ``d_loss_class``; ``d_consistency`` is :func:`consistency`,
+    or :func:`pseudo_label` with ``pseudo_label_threshold``). A new term is one weight and one line here.
 
     Args:
         classification: cross entropy on class logits, or (false) mean squared error on values.
