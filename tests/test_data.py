@@ -1,5 +1,7 @@
 import csv
 import gzip
+import os
+from types import SimpleNamespace
 
 import albumentations as A
 import numpy as np
@@ -15,7 +17,7 @@ from lit_ssgan.data import (
     SemiSupervisedDataModule,
     read_idx,
 )
-from lit_ssgan.data.datamodule import UNKNOWN_LABEL
+from lit_ssgan.data.datamodule import PREFETCH_FACTOR, UNKNOWN_LABEL, auto_workers
 from lit_ssgan.data.record import write_record
 from lit_ssgan.errors import ConfigError, MissingFileError
 
@@ -189,8 +191,9 @@ def test_epoch_sampler_start_skips_once_into_the_same_order():
     assert list(sampler) == full  # and the next pass starts at the beginning
 
 
-def test_training_loaders_save_their_place_and_resume_after_it():
-    dm = ToyDataModule(val_size=12, unlabeled_includes_labeled=False)
+@pytest.mark.parametrize("num_workers", [0, 1])  # with a worker: persistent, prefetching ahead
+def test_training_loaders_save_their_place_and_resume_after_it(num_workers):
+    dm = ToyDataModule(val_size=12, unlabeled_includes_labeled=False, num_workers=num_workers)
     dm.setup("fit")
     full = {name: [x[:, 0, 0, 0] for x, _ in loader] for name, loader in dm.train_dataloader().items()}
     loaders = dm.train_dataloader()
@@ -381,3 +384,68 @@ def test_balance_weights_given_explicitly():
 def test_bad_balancing_and_per_class_counts_are_refused_when_the_data_module_is_built(kwargs, match):
     with pytest.raises(ValueError, match=match):
         ToyDataModule(**kwargs)
+
+
+def fake_trainer(device: str, processes_per_node: int = 1) -> SimpleNamespace:
+    """What the data module reads of its trainer: the device its step runs on, and the processes."""
+    return SimpleNamespace(
+        strategy=SimpleNamespace(root_device=torch.device(device)),
+        num_devices=processes_per_node,
+        global_rank=0,
+        world_size=processes_per_node,
+    )
+
+
+@pytest.fixture
+def sixteen_cores(monkeypatch):
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(16)), raising=False)
+
+
+@pytest.mark.parametrize(
+    "device, processes, streams, workers",
+    [
+        ("cpu", 1, 3, 0),  # the step's threads take the cores
+        ("cuda", 1, 3, 5),  # 16 cores, one for the step's process, 15 shared by the three training streams
+        ("cuda", 1, 1, 15),  # an evaluation loader: one stream
+        ("cuda", 2, 3, 2),  # two processes on the machine: 8 cores each, 7 for workers
+        ("cuda", 8, 3, 1),  # 2 cores a process: still one worker a stream
+    ],
+)
+def test_num_workers_auto_shares_the_machines_cores_among_processes_and_streams(
+    sixteen_cores, device, processes, streams, workers
+):
+    assert auto_workers(device, processes, streams) == workers
+
+
+def test_on_a_gpu_auto_workers_pin_prefetch_and_persist_and_each_training_stream_gets_its_share(sixteen_cores):
+    dm = ToyDataModule(val_size=12, num_workers="auto")
+    dm.trainer = fake_trainer("cuda")
+    dm.setup("fit")
+    loaders = [*dm.train_dataloader().values(), dm.val_dataloader()]
+    assert [loader.num_workers for loader in loaders] == [5, 5, 5, 15]
+    for loader in loaders:
+        assert loader.pin_memory and loader.persistent_workers and loader.prefetch_factor == PREFETCH_FACTOR == 2
+
+
+@pytest.mark.parametrize("num_workers", [0, "auto"])
+def test_on_a_cpu_the_loaders_read_in_the_step_s_process_and_pin_nothing(sixteen_cores, num_workers):
+    dm = ToyDataModule(val_size=12, num_workers=num_workers)
+    dm.trainer = fake_trainer("cpu")
+    dm.setup("fit")
+    for loader in [*dm.train_dataloader().values(), dm.val_dataloader()]:
+        assert loader.num_workers == 0 and not loader.pin_memory and not loader.persistent_workers
+        assert loader.prefetch_factor is None
+
+
+def test_workers_asked_for_on_a_cpu_prefetch_and_persist_without_pinning():
+    dm = ToyDataModule(val_size=12, num_workers=2)
+    dm.setup("fit")  # no trainer: a CPU run
+    for loader in [*dm.train_dataloader().values(), dm.val_dataloader()]:
+        assert loader.num_workers == 2 and loader.persistent_workers and loader.prefetch_factor == 2
+        assert not loader.pin_memory
+
+
+@pytest.mark.parametrize("num_workers", [-1, "many", True, 2.5, None])
+def test_a_bad_num_workers_is_refused_naming_it_when_the_data_module_is_built(num_workers):
+    with pytest.raises(ConfigError, match=r"^data.num_workers must be 0 or more, or 'auto' .*; got"):
+        ToyDataModule(num_workers=num_workers)

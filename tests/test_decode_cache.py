@@ -259,10 +259,12 @@ def test_predict_reads_images_a_batch_at_a_time_in_file_name_order(small, tmp_pa
     assert level.tolist() == list(range(16))
 
 
-def test_exact_resume_mid_epoch_on_cached_data(folders, tmp_path):
+@pytest.mark.parametrize("workers", ["0", "1"])  # 1: each loader's persistent worker fetches ahead of the step
+def test_exact_resume_mid_epoch_on_cached_data(folders, tmp_path, workers):
     """The straight run decodes the folders; the resumed one reads them from the cache, and ends
     with the same weights."""
     args = ["--trainer.max_epochs", "2", "--data.cache_dir", str(tmp_path / "cache"), *EVERY_2_STEPS]
+    args += ["--data.num_workers", workers]
     straight = cli(folder_args(folders, tmp_path / "a", *args))
     middle = Path(straight.trainer.log_dir, "checkpoints", "epoch=1-step=26.ckpt")
     assert middle.is_file(), sorted(p.name for p in middle.parent.iterdir())

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any
+from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
 import torch
+from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
@@ -20,6 +21,29 @@ from lit_ssgan.data.samplers import EpochSampler, class_weights
 from lit_ssgan.errors import ConfigError, check_non_negative, check_positive, check_probability
 
 UNKNOWN_LABEL = -1
+
+#: batches each loader worker keeps ready (the DataLoader's own default, set here so a reader sees
+#: it): with workers sized to the machine the queue holds two batches a worker, enough to ride out
+#: one slow batch; more would only hold more pinned memory
+PREFETCH_FACTOR = 2
+
+
+def auto_workers(device: str, processes_per_node: int, streams: int) -> int:
+    """What ``num_workers: auto`` gives each of ``streams`` loaders that are read at once, in a run on
+    ``device`` (``"cpu"``, ``"cuda"``, ...) with ``processes_per_node`` processes on this machine.
+
+    On a CPU, 0: the training step's threads take every core, and a worker would compete with them.
+    Elsewhere the cores this process may run on (``os.sched_getaffinity``), shared among the
+    machine's processes less one for each (Lightning's ``suggested_max_num_workers``), then shared
+    among the streams, at least one each.
+
+    Example:
+        >>> auto_workers("cpu", processes_per_node=1, streams=3)
+        0
+    """
+    if device == "cpu":
+        return 0
+    return max(1, suggested_max_num_workers(processes_per_node) // streams)
 
 
 class SemiSupervisedDataModule(LightningDataModule):
@@ -98,7 +122,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         train_transforms: list[A.BasicTransform] | None = None,
         labeled_transforms: list[A.BasicTransform] | None = None,
         eval_transforms: list[A.BasicTransform] | None = None,
-        num_workers: int = 0,
+        num_workers: int | Literal["auto"] = 0,
         balance_ratio: float | None = None,
         balance_weights: list[float] | None = None,
         final_balance_weights: list[float] | None = None,
@@ -131,6 +155,9 @@ class SemiSupervisedDataModule(LightningDataModule):
         for name in ("batch_size", "eval_batch_size", "batches_per_epoch"):
             check_positive(name, hp[name], optional=name == "batches_per_epoch")
         check_non_negative("val_size", hp["val_size"])
+        workers = hp["num_workers"]
+        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
+            raise ConfigError(f"data.num_workers must be 0 or more, or 'auto' (sized to the machine); got {workers!r}")
         num_labeled = hp["num_labeled"]
         if (
             isinstance(num_labeled, list)
@@ -387,11 +414,16 @@ class SemiSupervisedDataModule(LightningDataModule):
         return [(name, self.label_name(label)) for name, label in zip(names, labels.tolist(), strict=True)]
 
     # -- loaders --------------------------------------------------------------------------
-    def _loader(self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None) -> DataLoader:
+    def _loader(
+        self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None, streams: int = 1
+    ) -> DataLoader:
+        """A loader of ``dataset``, one of ``streams`` read at once (the three training streams share
+        the workers ``num_workers: auto`` gives)."""
+        trainer = self.trainer
+        device = trainer.strategy.root_device.type if trainer is not None else "cpu"
         workers = self.hparams["num_workers"]
-        # batches in page-locked memory on a GPU run, so that Lightning's copy to the device
-        # (non_blocking there) overlaps the step instead of waiting for it
-        on_cuda = self.trainer is not None and self.trainer.strategy.root_device.type == "cuda"
+        if workers == "auto":
+            workers = auto_workers(device, trainer.num_devices if trainer is not None else 1, streams)
         return (ResumableDataLoader if sampler is not None else DataLoader)(
             dataset,
             batch_size=batch_size,
@@ -399,8 +431,12 @@ class SemiSupervisedDataModule(LightningDataModule):
             drop_last=sampler is not None,
             collate_fn=collate_batch,
             num_workers=workers,
+            # workers are started once, not every epoch; and they fill the queue ahead of the step
             persistent_workers=workers > 0,
-            pin_memory=on_cuda,
+            prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
+            # batches in page-locked memory on a GPU run, so that Lightning's copy to the device
+            # (non_blocking there) overlaps the step instead of waiting for it
+            pin_memory=device == "cuda",
             # a loader's own generator keeps iterator creation off the global RNG (exact resume)
             generator=torch.Generator().manual_seed(self.shuffle_seed or 0),
         )
@@ -424,6 +460,7 @@ class SemiSupervisedDataModule(LightningDataModule):
                 dataset,
                 bs,
                 EpochSampler(len(dataset), num_batches * bs, self.shuffle_seed + i, 0, rank, world_size, weights),
+                streams=len(streams),
             )
             for i, (name, (dataset, weights)) in enumerate(streams.items())
         }

@@ -19,7 +19,10 @@ class ResumableDataLoader(DataLoader):
 
     The count is exact because Lightning fetches no batch ahead from a loader whose length is
     known (``_PrefetchDataFetcher`` prefetches only to learn where an unsized loader ends) and
-    the DataLoader yields batches in sampler order whatever its workers prefetch.
+    the DataLoader yields batches in sampler order whatever its workers prefetch. Persistent
+    workers change nothing: each iteration asks the sampler for its indices anew, its ``start``
+    included, and what the workers had fetched ahead of a checkpoint was never yielded, so it is
+    not counted.
     """
 
     sampler: EpochSampler
