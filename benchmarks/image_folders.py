@@ -2,15 +2,24 @@
 what fit and predict cost in memory and time on many colour images.
 
     python benchmarks/image_folders.py write --data-dir ../shared/data/mnist --out /tmp/mnist_png
-    python benchmarks/image_folders.py loader --folder /tmp/mnist_png/unlabeled --image-size 64
+    python benchmarks/image_folders.py loader --config configs/image_folder.yaml --workers auto 0
+    python benchmarks/image_folders.py decode --folder /tmp/mnist_png/unlabeled --image-size 64
     python benchmarks/image_folders.py write-colour --data-dir ../shared/data/mnist --out /tmp/px128 --count 100000
     python benchmarks/image_folders.py memory --folders /tmp/px128 --unlabeled unlabeled/part0 --work /tmp/mem20k
     python benchmarks/image_folders.py learn --folders /tmp/mnist_png --work /tmp/learn
 
 ``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), val/<digit>/ (100 a class, held
 out for choosing settings), unlabeled/ (the other 58 900 training images), test/<digit>/ (the
-10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv). ``loader`` times
-the two ways to feed training from a folder on this machine: decoding every image once into the
+10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv).
+
+``loader`` asks whether the loaders keep up with the step: for each ``--workers`` value, it builds
+``lit-ssgan fit`` with ``--config`` on a folder (``--folders``: labeled/<class>/ and unlabeled/; by
+default random images written at ``--image-size``), then times ImageFolderDataModule's three training
+loaders alone (as fit builds them: the config's augmentation and balancing, the workers, page-locked
+memory on a GPU), then a few steps of that fit: the step alone (its batch's start to its end; on a GPU
+by CUDA events, so the GPU's time) and fit's pace (one batch's start to the next's: the step and any
+wait for the loader). Images are those a step takes: three batches (labeled, unlabeled, unlabeled_g).
+``decode`` times the two ways to feed training from a folder: decoding every image once into the
 decode cache (what ImageFolderDataModule does), then gathering batches from it; and decoding in
 DataLoader workers every epoch.
 
@@ -32,6 +41,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -39,10 +49,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
 import torch
+from lightning.pytorch import LightningModule, Trainer
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ssgan.data.datasets import read_idx
@@ -52,6 +64,7 @@ from lit_ssgan.data.image_folder import list_images
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
+from conv_speed import StepTimer, write_random_folder  # noqa: E402
 from speed import cpu_model  # noqa: E402
 
 
@@ -98,7 +111,7 @@ class DecodingDataset(Dataset):
         return torch.from_numpy(read_image(self.paths[i], self.size, 3)).permute(2, 0, 1).float().div_(255)
 
 
-def loader(args: argparse.Namespace) -> None:
+def decode(args: argparse.Namespace) -> None:
     folder = Path(args.folder)
     paths = list_images(folder)[: args.limit]
     n = len(paths)
@@ -125,6 +138,112 @@ def loader(args: argparse.Namespace) -> None:
             pass
         seconds = time.perf_counter() - start
         print(f"  decode in {workers} DataLoader workers, every epoch: {n / seconds:,.0f} images/s ({seconds:.1f} s)")
+
+
+class BatchTimer(StepTimer):
+    """StepTimer's seconds of each step after ``warmup`` (on a GPU, from CUDA events around each
+    batch instead: the GPU's time from the step's first work to its last, whatever the host waited
+    on), and ``pace``: the mean seconds from one batch's start to the next's over ``steps`` steps."""
+
+    def __init__(self, warmup: int, steps: int) -> None:
+        super().__init__(warmup)
+        self.steps, self.pace, self._first = steps, 0.0, 0.0
+        self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
+
+    def _mark(self, pl_module: LightningModule) -> float:
+        if pl_module.device.type == "cuda":
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
+        if trainer.global_step == self.warmup:
+            self._first = self._mark(pl_module)
+        if trainer.global_step == self.warmup + self.steps:
+            self.pace = (self._mark(pl_module) - self._first) / self.steps
+        if pl_module.device.type == "cuda" and self.warmup <= trainer.global_step < self.warmup + self.steps:
+            self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
+            self.events[-1][0].record()
+        super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
+
+    def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if self.events and len(self.events) == trainer.global_step - self.warmup:
+            self.events[-1][1].record()
+        super().on_train_batch_end(trainer, pl_module, *args)
+
+    def step_seconds(self) -> float:
+        if self.events:
+            torch.cuda.synchronize()
+            return statistics.median(start.elapsed_time(end) / 1000 for start, end in self.events)
+        return statistics.median(self.seconds)
+
+
+def time_loaders(dm: Any, trainer: Trainer, batches: int) -> dict[str, Any]:
+    """The data module's three training loaders alone, as ``fit`` on ``trainer`` builds them, read
+    together for ``batches`` batches: images a second after the first batch (when the workers start)."""
+    dm.trainer = trainer  # what fit sets: the loaders are sized to its device and processes
+    dm.setup("fit")
+    loaders = dm.train_dataloader()
+    unlabeled = loaders["unlabeled"]
+    found = {"workers": unlabeled.num_workers, "pinned": unlabeled.pin_memory}
+    found["per_step"] = sum(loader.batch_size for loader in loaders.values())
+    stream = zip(*loaders.values(), strict=True)
+    start = time.perf_counter()
+    next(stream)
+    found["first"] = time.perf_counter() - start
+    start = time.perf_counter()
+    for _ in range(batches - 1):
+        next(stream)
+    found["rate"] = found["per_step"] * (batches - 1) / (time.perf_counter() - start)
+    return found  # the loaders, and their persistent workers, end with this call
+
+
+def loader(args: argparse.Namespace) -> None:
+    """The training loaders' images/s beside the step's, for each ``--workers`` value (module docstring)."""
+    from lit_ssgan.cli import cli
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        folders = Path(args.folders) if args.folders else work / "folders"
+        if not args.folders:
+            write_random_folder(folders, args.image_size)
+        warmup = 2  # the first steps: the data-dependent initialisation, the allocator's first sizes
+        overrides = [
+            "--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled"),
+            "--data.image_size", str(args.image_size), "--data.cache_dir", str(args.cache_dir or work / "cache"),
+            "--data.batches_per_epoch", str(max(args.batches, warmup + args.steps) + 1),
+            "--trainer.max_steps", str(warmup + args.steps + 1), "--trainer.logger", "false",
+            "--trainer.enable_progress_bar", "false", "--trainer.default_root_dir", str(work / "run"),
+            "--test_after_fit", "false",
+            *(["--trainer.precision", args.precision] if args.precision else []),
+        ]  # fmt: skip
+        rows = []
+        for workers in args.workers:
+            built = cli(["--config", args.config, *overrides, "--data.num_workers", workers, *args.extra], run=False)
+            trainer = built.trainer
+            device = trainer.strategy.root_device
+            machine = f"{cpu_model()}, {len(os.sched_getaffinity(0))} cores, "
+            machine += torch.cuda.get_device_name(device) if device.type == "cuda" else "no GPU"
+            loaders = time_loaders(built.datamodule, trainer, args.batches)
+            timer = BatchTimer(warmup, args.steps)
+            trainer.callbacks.append(timer)  # type: ignore[attr-defined]
+            trainer.fit(built.model, datamodule=built.datamodule)
+            per_step = loaders["per_step"]
+            name = f"auto ({loaders['workers']} a stream)" if workers == "auto" else workers
+            print(f"num_workers {name}: the loaders' first batch after {loaders['first']:.2f} s", flush=True)
+            rows += [
+                (f"loaders alone{', pinned' if loaders['pinned'] else ''}", name, loaders["rate"], machine),
+                (f"step alone ({trainer.precision})", name, per_step / timer.step_seconds(), machine),
+                ("fit: step and loaders", name, per_step / timer.pace, machine),
+            ]
+        print(
+            f"\n{Path(args.config).name} at {args.image_size} px, {per_step} images a step, torch {torch.__version__},"
+        )
+        print(f"{torch.get_num_threads()} torch threads; --batches {args.batches}, --steps {args.steps}")
+        print("| what | data.num_workers | images/s | machine |\n|---|---|---|---|")
+        for what, name, rate, where in rows:
+            print(f"| {what} | {name} | {rate:,.0f} | {where} |")
 
 
 def write_colour(args: argparse.Namespace) -> None:
@@ -267,11 +386,22 @@ if __name__ == "__main__":
     w.add_argument("--val-per-class", type=int, default=100, help="validation images per class, held out")
     w.add_argument("--seed", type=int, default=1)
     lo = sub.add_parser("loader")
-    lo.add_argument("--folder", required=True)
-    lo.add_argument("--image-size", type=int, default=64)
-    lo.add_argument("--batch-size", type=int, default=100)
-    lo.add_argument("--limit", type=int, default=20000)
-    lo.add_argument("--workers", type=int, nargs="*", default=[0, 2])
+    lo.add_argument("--config", default=str(ROOT / "configs" / "image_folder.yaml"))
+    lo.add_argument("--folders", help="labeled/<class>/ and unlabeled/ (default: random images, written here)")
+    lo.add_argument("--image-size", type=int, default=32)
+    lo.add_argument("--workers", nargs="+", default=["auto", "0"], help="data.num_workers values to time")
+    lo.add_argument("--batches", type=int, default=100, help="training batches (each of 3 loaders) timed alone")
+    lo.add_argument("--steps", type=int, default=6, help="steps timed, after 2 warm-up steps")
+    lo.add_argument("--precision", help="trainer.precision (default: the config's)")
+    lo.add_argument("--threads", type=int, help="torch threads of the step's process (default: torch's)")
+    lo.add_argument("--cache-dir", help="the decode cache (default: a temporary folder)")
+    lo.add_argument("extra", nargs="*", help="more lit-ssgan options (after --)")
+    de = sub.add_parser("decode")
+    de.add_argument("--folder", required=True)
+    de.add_argument("--image-size", type=int, default=64)
+    de.add_argument("--batch-size", type=int, default=100)
+    de.add_argument("--limit", type=int, default=20000)
+    de.add_argument("--workers", type=int, nargs="*", default=[0, 2])
     wc = sub.add_parser("write-colour")
     wc.add_argument("--data-dir", required=True)
     wc.add_argument("--out", required=True)
@@ -292,6 +422,6 @@ if __name__ == "__main__":
     le.add_argument("--work", required=True, help="a folder for the two runs")
     le.add_argument("extra", nargs="*", help="more lit-ssgan options for both runs (after --)")
     args = parser.parse_args()
-    {"learn": learn, "write": write, "loader": loader, "write-colour": write_colour, "memory": memory}[args.command](
-        args
-    )
+    commands = {"learn": learn, "write": write, "loader": loader, "decode": decode}
+    commands |= {"write-colour": write_colour, "memory": memory}
+    commands[args.command](args)
