@@ -147,7 +147,7 @@ class BatchTimer(StepTimer):
 
     def __init__(self, warmup: int, steps: int) -> None:
         super().__init__(warmup)
-        self.steps, self.pace, self._first = steps, 0.0, 0.0
+        self.timed, self.pace, self._first = steps, 0.0, 0.0
         self.events: list[tuple[torch.cuda.Event, torch.cuda.Event]] = []
 
     def _mark(self, pl_module: LightningModule) -> float:
@@ -158,9 +158,9 @@ class BatchTimer(StepTimer):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if trainer.global_step == self.warmup:
             self._first = self._mark(pl_module)
-        if trainer.global_step == self.warmup + self.steps:
-            self.pace = (self._mark(pl_module) - self._first) / self.steps
-        if pl_module.device.type == "cuda" and self.warmup <= trainer.global_step < self.warmup + self.steps:
+        if trainer.global_step == self.warmup + self.timed:
+            self.pace = (self._mark(pl_module) - self._first) / self.timed
+        if pl_module.device.type == "cuda" and self.warmup <= trainer.global_step < self.warmup + self.timed:
             self.events.append((torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)))
             self.events[-1][0].record()
         super().on_train_batch_start(trainer, pl_module, batch, batch_idx)
