@@ -10,9 +10,17 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch.optim.swa_utils import AveragedModel
+
+# torch's dispatch modes (what lit_ssgan.callbacks.StepCounts counts ops with) have no public module:
+# the documented home of ``TorchDispatchMode`` (the ``__torch_dispatch__`` docs) is this private one
+from torch.utils._python_dispatch import TorchDispatchMode
 
 CHECKED_WITH_LIGHTNING = "2.6.6"
+
+__all__ = ["TorchDispatchMode", "set_average_model", "step_not_counted"]
 
 
 @contextmanager
@@ -41,3 +49,20 @@ def step_not_counted(opt: LightningOptimizer) -> Iterator[None]:
 
 def _do_nothing() -> None:
     pass
+
+
+def set_average_model(callback: WeightAveraging, averaged: AveragedModel) -> None:
+    """Gives ``callback`` the average it keeps, in place of the ``AveragedModel`` its ``setup``
+    would build.
+
+    ``WeightAveraging`` builds a plain ``torch.optim.swa_utils.AveragedModel`` in ``setup``, with no
+    way to choose the class; that class's ``update_parameters`` reads its update count from the
+    device twice per batch (a GPU stall each time). The callback keeps the average in
+    ``_average_model``, which every one of its hooks reads; this sets it. Checked with Lightning 2.6.6.
+    """
+    if not hasattr(callback, "_average_model"):
+        raise RuntimeError(
+            f"lit_ssgan's average-model patch no longer fits this Lightning version; it was checked with "
+            f"{CHECKED_WITH_LIGHTNING}"
+        )
+    callback._average_model = averaged

@@ -12,16 +12,16 @@ from lightning.pytorch import Callback, LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
-from torch.optim.swa_utils import AveragedModel
 
 from lit_ssgan import gradients, losses
-from lit_ssgan.callbacks.ema import ema_with_warmup
+from lit_ssgan.averaging import ExponentialMovingAverage
 from lit_ssgan.callbacks.labeled_examples import LabeledExamples
 from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights, non_plain_hparams
+from lit_ssgan.compiling import CompileOption, compile_options, uses_cuda_graphs
 from lit_ssgan.data.datasets import Batch
-from lit_ssgan.divergence import NonFiniteGuard, OnNonFinite, check_finite_weights
+from lit_ssgan.divergence import NonFiniteGuard, OnNonFinite, apply_void, check_finite_weights
 from lit_ssgan.errors import ConfigError, check_choice, check_positive, check_probability
 from lit_ssgan.internals import step_not_counted
 from lit_ssgan.losses import Heads, LossParts
@@ -71,7 +71,7 @@ class SemiSupervisedGAN(LightningModule):
         mean_teacher_decay: where the consistency term's second pass goes. None: through the
             discriminator itself (the Π-model: both passes get gradients). A decay: through an
             exponential moving average of the discriminator's weights with this decay (after the
-            warm-up of :func:`~lit_ssgan.callbacks.ema.ema_with_warmup`), whose class distribution
+            warm-up of :func:`~lit_ssgan.averaging.ema_with_warmup`), whose class distribution
             is the target the discriminator is pulled toward (Mean Teacher, Tarvainen & Valpola
             2017). The average is updated before each discriminator step, sees other noise and
             input shifts, and is saved in the checkpoints (``teacher.*``). Needs
@@ -104,7 +104,15 @@ class SemiSupervisedGAN(LightningModule):
         on_nonfinite: when a loss is NaN or infinite: ``"stop"`` raises
             :class:`~lit_ssgan.errors.DivergenceError` naming the step and the loss term (no
             checkpoint is written after it, so the last good one stays); ``"skip"`` drops that
-            batch's steps and counts it in ``train/skipped_steps``.
+            batch's steps and counts it in ``train/skipped_steps``. Either way the batch's steps
+            change nothing, decided on the device (:class:`~lit_ssgan.divergence.NonFiniteGuard`),
+            and the host learns of it on the next logging step, at the epoch's end or before the
+            next checkpoint.
+        compile: compile the training step's two loss computations (the networks' forward and
+            backward passes and the losses) with ``torch.compile``: ``true`` (its defaults), a mode
+            (``"reduce-overhead"``: also CUDA graphs on a GPU; ``"default"``, ``"max-autotune"``), or
+            its arguments (``{mode: ..., backend: ...}``); false or null: eager. The first batches
+            take the compile time (a minute or more); see the README for when it pays.
 
     Checkpoints hold only plain hyperparameters, so they load with ``weights_only=True``.
     From a CLI run they include the networks' config and ``load_from_checkpoint(path)``
@@ -141,12 +149,14 @@ class SemiSupervisedGAN(LightningModule):
         data_dependent_init: bool = False,
         weights_from: str | None = None,
         on_nonfinite: OnNonFinite = "stop",
+        compile: CompileOption = None,
     ) -> None:
         super().__init__()
         # every option is checked here, or by the object below that takes it, for Python and the command alike
         check_pair(discriminator, generator, classification)
         check_choice("lr_scheduler_interval", lr_scheduler_interval, get_args(SchedulerInterval))
         check_choice("clip_algorithm", clip_algorithm, get_args(gradients.ClipAlgorithm))
+        self.compile_options = compile_options(compile)
         for name, value in (("d_clip_val", d_clip_val), ("g_clip_val", g_clip_val), ("resume_lr", resume_lr)):
             check_positive(name, value, optional=True)
         with warnings.catch_warnings():
@@ -167,8 +177,10 @@ class SemiSupervisedGAN(LightningModule):
         }
         self.configure_gradients()
         self.guard = NonFiniteGuard(on_nonfinite)
+        self._stepping = LossParts(torch.zeros(()), {})  # the loss of the optimizer step under way, for the guard
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
         self.data_init_pending = False  # data_dependent_init: set when fit starts, cleared once done
+        self._compiled: dict[Network, Any] | None = None  # model.compile: the loss computations, when fit starts
         self.configure_metrics()
 
     def configure_losses(self) -> None:
@@ -184,7 +196,7 @@ class SemiSupervisedGAN(LightningModule):
         )
         self.g_loss = losses.GeneratorLoss(hp["generator_loss"], hp["feature_distance"], hp["generator_target_prob"])
 
-    def make_teacher(self) -> AveragedModel | None:
+    def make_teacher(self) -> ExponentialMovingAverage | None:
         """``mean_teacher_decay``: the moving average of the discriminator that gives the
         consistency term its target; None for the Π-model."""
         decay = self.hparams["mean_teacher_decay"]
@@ -195,8 +207,7 @@ class SemiSupervisedGAN(LightningModule):
             raise ConfigError(
                 "mean_teacher_decay needs unlabeled_consistency_weight > 0: the teacher gives that term its target"
             )
-        teacher = AveragedModel(self.discriminator, multi_avg_fn=ema_with_warmup(decay), use_buffers=True)
-        return teacher.requires_grad_(False)
+        return ExponentialMovingAverage(self.discriminator, decay).requires_grad_(False)
 
     def configure_gradients(self) -> None:
         """tefla's gradient multipliers, matched to each network's parameters (a pattern that
@@ -285,41 +296,57 @@ class SemiSupervisedGAN(LightningModule):
     def training_step(self, batch: TrainingBatch, batch_idx: int) -> Tensor | None:
         """One discriminator step, then one generator step on an independent unlabeled batch.
 
+        Nothing in it reads from the device unless it logs: a batch whose loss or gradients are not
+        finite changes nothing (:class:`~lit_ssgan.divergence.NonFiniteGuard`, decided on the
+        device), and the host learns of it at the next check.
+
         Returns:
-            The discriminator's loss (tefla's t-loss, for the epoch line), or None for a batch
-            dropped for a non-finite loss (``on_nonfinite: skip``).
+            The discriminator's loss (tefla's t-loss, for the epoch line; NaN or infinite for a
+            batch the guard dropped).
         """
         (x_lab, y_lab), (x_unl, _), (x_unl_g, _) = batch["labeled"], batch["unlabeled"], batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
-        where = f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})"
+        if uses_cuda_graphs(self.compile_options):
+            torch.compiler.cudagraph_mark_step_begin()  # this batch's graphs may overwrite the last batch's outputs
+        self.guard.start_batch(f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         log_now = self._logging_now()  # before the steps advance global_step
         if self.data_init_pending:
             self.init_from_data(x_lab, x_unl)
         with self._training(d_opt):
             d_loss, heads = self.discriminator_losses(x_lab, y_lab, x_unl)
-            if not self._optimize(d_opt, d_loss, where):
-                return None
+            self._optimize(d_opt, d_loss)
         with self._training(g_opt):
             g_loss = self.generator_losses(x_unl_g)
-            if not self._optimize(g_opt, g_loss, where, counted=False):
-                return None
+            self._optimize(g_opt, g_loss, counted=False)
         if self.hparams["lr_scheduler_interval"] == "step":
             self._step_schedulers()
         if log_now:
+            self.guard.check()
             self._log_training(d_loss, g_loss, heads, y_lab, d_opt, g_opt)
         return d_loss.total.detach()
 
     def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
         """The discriminator's loss, from one forward over the labeled, unlabeled and generated
         (detached) images, and the unlabeled ones again, under other noise, for the consistency
-        term (through the teacher, with ``mean_teacher_decay``); and the heads of each part
-        (``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``)."""
-        with torch.no_grad():
-            x_fake = self.generator(self.generator.sample_latent(len(x_unl), self.noise_rng))
+        term (through the teacher, with ``mean_teacher_decay``, its average first brought up to D's
+        current weights: at the first step, after the data-dependent initialisation, a copy); and the
+        heads of each part (``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``)."""
+        z = self.generator.sample_latent(len(x_unl), self.noise_rng)
+        if self.teacher is not None:
+            self.teacher.update_parameters(self.discriminator)
+        losses = self._discriminator_losses if self._compiled is None else self._compiled["discriminator"]
+        return cast(tuple[LossParts, dict[str, Heads]], losses(x_lab, y_lab, x_unl, z))
+
+    def _discriminator_losses(
+        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor, z: Tensor
+    ) -> tuple[LossParts, dict[str, Heads]]:
+        with torch.no_grad(), frozen_weights(self.generator):
+            x_fake = self.generator(z)
         images = {"labeled": x_lab, "unlabeled": x_unl, "fake": x_fake}
         if self.d_loss.needs_second_pass and self.teacher is None:
             images["unlabeled_again"] = x_unl
-        logits = self.discriminator(torch.cat(list(images.values()))).logits
+        with frozen_weights(self.discriminator):  # its weight norms computed together, for the pass
+            logits = self.discriminator(torch.cat(list(images.values()))).logits
         parts = logits.split([len(x) for x in images.values()])
         heads = {name: self.heads(part) for name, part in zip(images, parts, strict=True)}
         if self.teacher is not None:
@@ -329,16 +356,21 @@ class SemiSupervisedGAN(LightningModule):
 
     @torch.no_grad()
     def teacher_heads(self, x_unl: Tensor) -> Heads:
-        """The teacher's heads on the unlabeled batch, its average first brought up to D's
-        current weights (at the first step, after the data-dependent initialisation: a copy)."""
+        """The teacher's heads on the unlabeled batch."""
         assert self.teacher is not None
-        self.teacher.update_parameters(self.discriminator)
-        return self.heads(self.teacher(x_unl).logits)
+        with frozen_weights(self.teacher):
+            return self.heads(self.teacher(x_unl).logits)
 
     def generator_losses(self, x_unl_g: Tensor) -> LossParts:
         """The generator's loss on fresh samples: feature matching against the unlabeled batch
         ``x_unl_g`` (D's normalised weights computed once for its two passes), or D's P(real)."""
-        x_fake = self.generator(self.generator.sample_latent(len(x_unl_g), self.noise_rng))
+        z = self.generator.sample_latent(len(x_unl_g), self.noise_rng)
+        losses = self._generator_losses if self._compiled is None else self._compiled["generator"]
+        return cast(LossParts, losses(x_unl_g, z))
+
+    def _generator_losses(self, x_unl_g: Tensor, z: Tensor) -> LossParts:
+        with frozen_weights(self.generator):
+            x_fake = self.generator(z)
         if not self.g_loss.matches_features:
             return self.g_loss(None, None, self.heads(self.discriminator(x_fake).logits).gan)
         with frozen_weights(self.discriminator):
@@ -352,10 +384,9 @@ class SemiSupervisedGAN(LightningModule):
         init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
         self.data_init_pending = False
 
-    def _optimize(self, opt: LightningOptimizer, loss: LossParts, where: str, counted: bool = True) -> bool:
-        """Backward and step, unless the loss is not finite (then False: skip, or raise)."""
-        if not self.guard.finite(loss.total, loss.terms, where, self.trainer.strategy):
-            return False
+    def _optimize(self, opt: LightningOptimizer, loss: LossParts, counted: bool = True) -> None:
+        """Backward and step (a step the guard voids in ``on_before_optimizer_step`` changes nothing)."""
+        self._stepping = loss
         # under DDP, each network's gradients are averaged once, in on_before_optimizer_step
         with gradients.no_ddp_sync(self.trainer):
             self.manual_backward(loss.total)
@@ -364,7 +395,6 @@ class SemiSupervisedGAN(LightningModule):
         else:
             with step_not_counted(opt):  # one global step per batch, not per optimizer step
                 opt.step()
-        return True
 
     @contextmanager
     def _training(self, opt: LightningOptimizer) -> Iterator[None]:
@@ -417,6 +447,9 @@ class SemiSupervisedGAN(LightningModule):
             gradients.clip_per_tensor(params, clip_val)
         elif clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
+        loss, strategy = self._stepping, self.trainer.strategy if self.trainer.world_size > 1 else None
+        grads = [p.grad for p in params if p.grad is not None]
+        apply_void(optimizer, self.guard.void(net, loss.total, loss.terms, grads, strategy), params)
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()
@@ -427,6 +460,7 @@ class SemiSupervisedGAN(LightningModule):
             scheduler.step()  # never ReduceLROnPlateau: refused in configure_optimizers
 
     def on_train_epoch_end(self) -> None:
+        self.guard.check()
         if self.hparams["lr_scheduler_interval"] == "epoch":
             self._step_schedulers()
 
@@ -440,6 +474,11 @@ class SemiSupervisedGAN(LightningModule):
         self.data_init_pending = (
             hp["data_dependent_init"] and not hp["weights_from"] and fresh and self.global_step == 0
         )
+        if self.compile_options is not None:  # the eager methods stay: the plain twin and tests call them
+            self._compiled = {
+                "discriminator": torch.compile(self._discriminator_losses, **self.compile_options),
+                "generator": torch.compile(self._generator_losses, **self.compile_options),
+            }
 
     def on_train_start(self) -> None:
         # A checkpoint saved after an epoch's last batch, but before the epoch's end, resumes into
@@ -452,7 +491,11 @@ class SemiSupervisedGAN(LightningModule):
             for optimizer in self.trainer.optimizers:
                 resume_at(self.hparams["resume_lr"], optimizer, self._schedulers())
 
+    def on_train_end(self) -> None:
+        self.guard.check()
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.guard.check()
         check_finite_weights(self.state_dict(), self.global_step)
         checkpoint["skipped_steps"] = self.guard.skipped
         checkpoint["data"] = self._data()

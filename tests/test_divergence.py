@@ -3,15 +3,27 @@ written with NaN weights."""
 
 import subprocess
 import sys
+from functools import partial
 
 import pytest
 import torch
+from lightning.pytorch import Callback
 
+from lit_ssgan import DigitsDataModule
+from lit_ssgan.callbacks.step_counts import DispatchCount
 from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli
 from lit_ssgan.divergence import NonFiniteGuard, check_finite_weights
 from lit_ssgan.errors import DivergenceError
-from tests.helpers import EVERY_2_STEPS, ROOT, SMALL_NETWORKS, digits_args
+from tests.helpers import (
+    EVERY_2_STEPS,
+    ROOT,
+    SMALL_NETWORKS,
+    DivergingDiscriminator,
+    digits_args,
+    make_model,
+    make_trainer,
+)
 
 DIVERGING = ["--model.discriminator", "tests.helpers.DivergingDiscriminator", *EVERY_2_STEPS, *SMALL_NETWORKS[:2]]
 
@@ -50,9 +62,70 @@ def test_a_nonfinite_loss_can_skip_the_batch_instead(tmp_path):
 
 def test_the_guard_names_only_the_terms_that_went_wrong():
     nan, one = torch.tensor(float("nan")), torch.tensor(1.0)
+    guard = NonFiniteGuard("stop")
+    guard.start_batch("step 7")
+    assert guard.void("discriminator", nan, {"d_loss_class": one, "d_loss_real": nan}, []).item() == 1.0
+    assert guard.void("generator", one, {"g_loss": one}, []).item() == 1.0  # the batch is dropped whole
     with pytest.raises(DivergenceError, match=r"at step 7: d_loss_real = nan\. Training stopped"):
-        NonFiniteGuard("stop").finite(nan, {"d_loss_class": one, "d_loss_real": nan}, "step 7")
-    assert NonFiniteGuard("stop").finite(one, {"d_loss_class": one}, "step 7")
+        guard.check()
+
+
+def run_batches(guard: NonFiniteGuard, batches: list[tuple[float, float]], start: int = 0) -> list[torch.Tensor]:
+    """Each batch's D and G void flags, for batches given as (D's gradient, G's gradient) values."""
+    one, voids = torch.tensor(1.0), []
+    for i, (d_grad, g_grad) in enumerate(batches):
+        guard.start_batch(f"step {start + i}")
+        d = guard.void("discriminator", one, {"d_loss_class": one}, [torch.tensor([1.0, d_grad])])
+        g = guard.void("generator", one, {"g_loss": one}, [torch.tensor([g_grad])])
+        voids.append(torch.stack([d, g]))  # the flags are the guard's buffers: copied
+    return voids
+
+
+def flags(voids: list[torch.Tensor]) -> list[list[float]]:
+    return [v.tolist() for v in voids]
+
+
+@pytest.mark.parametrize("action", ["skip", "stop"])
+def test_the_guard_decides_on_the_device_from_the_gradients_without_reading_them(action):
+    inf, guard = float("inf"), NonFiniteGuard(action)
+    batches = [(1.0, 1.0), (1.0, inf), (1.0, 1.0), (float("nan"), 1.0)]
+    with DispatchCount() as count:
+        run_batches(guard, batches[:1])
+    assert count.reads == 0
+    voids = flags(run_batches(guard, batches[1:], start=1))
+    if action == "skip":  # each bad batch alone, whole: a void D step voids the batch's G step too
+        assert voids == [[0.0, 1.0], [0.0, 0.0], [1.0, 1.0]]
+        with pytest.warns(UserWarning, match=r"skipped step 1: non-finite gradient, and 1 more batches since"):
+            guard.check()
+        assert guard.skipped == 2
+        assert flags(run_batches(guard, batches[:1])) == [[0.0, 0.0]]  # counted: the next batch is its own
+    else:  # from the first bad batch on, nothing changes until the host stops the run
+        assert voids == [[0.0, 1.0], [1.0, 1.0], [1.0, 1.0]]
+        with pytest.raises(DivergenceError, match=r"at step 1: a gradient\. Training stopped"):
+            guard.check()
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_void_batch_leaves_the_weights_and_the_optimizer_state_as_they_were(tmp_path, fused):
+    """The fused optimizer is handed the decision on the device; any other reads it and steps on no gradients."""
+    adam = partial(torch.optim.Adam, lr=3e-3, fused=fused)
+    discriminator = DivergingDiscriminator(nan_after=6, num_classes=10, image_shape=(1, 8, 8), hidden=(32,))
+    model = make_model(d_optimizer=adam, g_optimizer=adam, on_nonfinite="skip")
+    model.discriminator = discriminator  # batches 0 and 1 train; from batch 2 on, D's logits are NaN
+    kept = {}
+
+    class AfterTwoBatches(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            if trainer.global_step == 2:
+                kept.update({k: v.clone() for k, v in pl_module.state_dict().items() if "running" not in k})
+
+    with pytest.warns(UserWarning, match="skipped step"):
+        make_trainer(tmp_path, max_steps=5, callbacks=[AfterTwoBatches()]).fit(model, DigitsDataModule())
+    assert model.guard.skipped == 3
+    now = model.state_dict()
+    assert all(torch.equal(kept[k], now[k]) for k in kept if "num_batches" not in k)
+    for optimizer in model.trainer.optimizers:
+        assert {int(state["step"]) for state in optimizer.state.values()} == {2}  # two steps taken, three void
 
 
 def test_nonfinite_weights_are_never_checkpointed():

@@ -44,7 +44,7 @@ BALANCED_REGRESSION = [
     "--data.balance_ratio=0.9",
 ]
 
-# mnist_fast.yaml's settings: bf16, noise windows from a pool (offsets drawn from the global RNG),
+# mnist_fast.yaml's settings: bf16, noise windows from a pool (offsets drawn from Python's random),
 # D's input shift, and the consistency term (a second noisy, shifted pass of the unlabeled batch)
 MNIST_FAST_BF16 = [
     "--trainer.precision=bf16-mixed",
@@ -70,6 +70,7 @@ RANDOM_CROP = [
         ("epoch=1-step=6.ckpt", 2, MNIST_FAST_BF16),
         ("epoch=1-step=6.ckpt", 2, [*MNIST_FAST_BF16, "--model.mean_teacher_decay=0.99"]),  # the teacher too
         ("epoch=1-step=6.ckpt", 2, RANDOM_CROP),
+        ("epoch=1-step=6.ckpt", 2, [*MNIST_FAST_BF16, "--model.compile={backend: aot_eager}"]),  # model.compile
     ],
 )
 def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done, extra):

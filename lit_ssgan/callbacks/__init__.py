@@ -11,6 +11,7 @@ from lit_ssgan.callbacks.preemption import Preemption
 from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.callbacks.samples import SampleGrid
+from lit_ssgan.callbacks.step_counts import StepCounts
 from lit_ssgan.callbacks.summaries import Summaries
 from lit_ssgan.callbacks.time_left import TimeLeft
 
@@ -23,6 +24,7 @@ __all__ = [
     "RandomState",
     "RunFolderCleanup",
     "SampleGrid",
+    "StepCounts",
     "Summaries",
     "TimeLeft",
     "ema_with_warmup",

@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
-import torch
+import lightning
+from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import WeightAveraging
-from torch import Tensor
 
+from lit_ssgan.averaging import ExponentialMovingAverage, ema_with_warmup
 from lit_ssgan.errors import check_probability
+from lit_ssgan.internals import set_average_model
 
-#: the tensors ``AveragedModel`` hands a ``multi_avg_fn``, grouped by device and dtype
-Tensors = list[Tensor] | tuple[Tensor, ...]
-
-
-def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, Tensor | int], None]:
-    """An ``AveragedModel`` ``multi_avg_fn``: ``avg = d * avg + (1 - d) * current`` with
-    ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
-    ``ExponentialMovingAverage(num_updates=...)``).
-
-    Without the warm-up, an average with the paper's decay of 0.9999 would still hold 30 % of
-    the initial weights after 20 MNIST epochs (12 000 steps).
-    """
-    check_probability("EMA decay", decay)
-
-    @torch.no_grad()
-    def update(averaged: Tensors, current: Tensors, num_averaged: Tensor | int) -> None:
-        n = float(num_averaged)
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(list(averaged), list(current), 1.0 - d)
-        else:  # integer buffers (batch norm's step counter): keep the latest
-            for avg, cur in zip(averaged, current, strict=True):
-                avg.copy_(cur)
-
-    return update
+__all__ = ["EMA", "ema_with_warmup"]
 
 
 class EMA(WeightAveraging):
@@ -44,12 +20,18 @@ class EMA(WeightAveraging):
     Lightning's ``WeightAveraging`` does the bookkeeping: the average is updated after every
     batch, swapped in for validation, saved as the checkpoint's ``state_dict`` (the raw
     weights go to ``current_model_state``, so resuming continues both), and copied into the
-    model when training ends, so ``test`` and ``predict`` use it.
+    model when training ends, so ``test`` and ``predict`` use it. The average is an
+    :class:`~lit_ssgan.averaging.ExponentialMovingAverage`: its update reads nothing from the
+    device.
 
     Args:
         decay: the decay of the average, reached after the warm-up of :func:`ema_with_warmup`.
     """
 
     def __init__(self, decay: float = 0.9999) -> None:
-        super().__init__(use_buffers=True, multi_avg_fn=ema_with_warmup(decay))
-        self.decay = decay
+        super().__init__(use_buffers=True)
+        self.decay = check_probability("EMA decay", decay)
+
+    def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
+        if stage == "fit":
+            set_average_model(self, ExponentialMovingAverage(pl_module, self.decay, device=pl_module.device))

@@ -19,8 +19,8 @@ class EpochLine(Callback):
 
         Epoch 3 [(1300, 200) images, 1.4s]: t-loss: 1.234, v-loss: 0.085, acc: 0.915, error: 0.085
 
-    ``t-loss`` is the epoch's mean discriminator loss (what ``training_step`` returns; a batch
-    skipped for a non-finite loss returns none); ``v-loss`` the validation top-1 error
+    ``t-loss`` is the epoch's mean discriminator loss (what ``training_step`` returns) over the
+    batches where it is finite (summed on the device: no host read a batch); ``v-loss`` the validation top-1 error
     (regression: the RMSE); then each validation score. An epoch without validation gets the line
     at its end, without them. The image counts are the unlabeled
     training images and the validation images of the epoch, over all processes; the time runs
@@ -32,21 +32,21 @@ class EpochLine(Callback):
         self._start = time.monotonic()
         self._train_images = 0
         self._val_images = 0
-        self._d_loss_sum: torch.Tensor | float = 0.0
-        self._d_loss_batches = 0
+        self._d_loss: torch.Tensor | float = 0.0  # the sum of the finite losses and their count
         self._reported_epoch = -1
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._start, self._train_images = time.monotonic(), 0
-        self._d_loss_sum, self._d_loss_batches = 0.0, 0
+        self._d_loss = 0.0
 
     def on_train_batch_end(
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         self._train_images += len(batch["unlabeled"][0])
         if isinstance(outputs, dict) and "loss" in outputs:  # no host sync: summed on the device
-            self._d_loss_sum = outputs["loss"].double() + self._d_loss_sum
-            self._d_loss_batches += 1
+            loss = outputs["loss"].double()
+            finite = torch.isfinite(loss)
+            self._d_loss = torch.stack([torch.where(finite, loss, 0.0), finite.double()]) + self._d_loss
 
     def on_validation_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._val_images = 0
@@ -76,14 +76,10 @@ class EpochLine(Callback):
     def _report(self, trainer: lightning.Trainer, pl_module: LightningModule, scores: dict[str, float]) -> None:
         self._reported_epoch = trainer.current_epoch
         device = pl_module.device
-        sums = torch.stack(
-            [
-                torch.as_tensor(value, dtype=torch.float64, device=device)
-                for value in (self._train_images, self._val_images, self._d_loss_batches, self._d_loss_sum)
-            ]
-        )
-        # one all-reduce under DDP (every process calls it): the images, batches and losses of all processes
-        train_images, val_images, batches, d_loss_sum = trainer.strategy.reduce(sums, reduce_op="sum").tolist()
+        images = torch.tensor([self._train_images, self._val_images], dtype=torch.float64, device=device)
+        sums = torch.cat([images, torch.as_tensor(self._d_loss, dtype=torch.float64, device=device).expand(2)])
+        # one all-reduce under DDP (every process calls it): the images, losses and batches of all processes
+        train_images, val_images, d_loss_sum, batches = trainer.strategy.reduce(sums, reduce_op="sum").tolist()
         n_train, n_val, t_loss = int(train_images), int(val_images), d_loss_sum / max(batches, 1)
         v_loss = scores.get("val/error", scores.get("val/rmse"))
         line = (

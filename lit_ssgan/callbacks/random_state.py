@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 import lightning
@@ -15,8 +16,9 @@ from lit_ssgan.callbacks.served import served_gan
 
 
 class RandomState(Callback):
-    """Saves the model's latent-noise generator (``pl_module.noise_rng``) and torch's global RNG
-    (CPU, and CUDA where present; the networks' Gaussian noise layers draw from it) in every
+    """Saves the model's latent-noise generator (``pl_module.noise_rng``), torch's global RNG
+    (CPU, and CUDA where present; the networks' noise, dropout and shifts draw from it) and Python's
+    ``random`` (the offsets of pooled noise, :class:`~lit_ssgan.models.layers.GaussianNoise`) in every
     checkpoint, and restores them when training resumes. Under DDP it saves every process's
     states (gathered into the one checkpoint) and each process restores its own.
 
@@ -34,7 +36,7 @@ class RandomState(Callback):
         noise_rng = served_gan(pl_module, self).noise_rng
         if noise_rng is None:  # not training: nothing to continue
             return
-        state = {"noise": noise_rng.get_state(), "torch": torch.get_rng_state()}
+        state = {"noise": noise_rng.get_state(), "torch": torch.get_rng_state(), "python": _python_state()}
         if torch.cuda.is_available():
             state["cuda"] = torch.stack(torch.cuda.get_rng_state_all())
         # one row per process (every process runs this hook; only the first writes the file)
@@ -66,5 +68,18 @@ class RandomState(Callback):
         row = min(trainer.global_rank, saved_by - 1)
         noise_rng.set_state(rows["noise"][row].clone())  # a row of its own: set_state reads the storage
         torch.set_rng_state(rows["torch"][row].clone())
+        if "python" in rows:  # checkpoints written before pooled noise drew from it hold none
+            _set_python_state(rows["python"][row])
         if "cuda" in rows and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(list(rows["cuda"][row]))
+
+
+def _python_state() -> Tensor:
+    """Python's ``random`` state (Mersenne Twister: 624 words and a position) as a tensor."""
+    version, words, _ = random.getstate()
+    assert version == 3
+    return torch.tensor(words, dtype=torch.int64)
+
+
+def _set_python_state(state: Tensor) -> None:
+    random.setstate((3, tuple(int(w) for w in state.tolist()), None))

@@ -14,9 +14,11 @@ weights in autocast's dtype, are computed once for all forward passes.
 from __future__ import annotations
 
 import copy
+import math
+import random
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import torch
 import torch.nn.functional as F
@@ -32,7 +34,7 @@ _noise_pools: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 def noise_pool(device: torch.device, dtype: torch.dtype) -> Tensor:
     """``NOISE_POOL_SIZE`` standard normals in ``dtype`` on ``device``, drawn once per process
     from a fixed seed: the same pool in every run and after a resume, so a run's randomness
-    (and its exact resume) lies in the offsets drawn from the global RNG."""
+    (and its exact resume) lies in the offsets drawn from Python's ``random``."""
     key = (device, dtype)
     if key not in _noise_pools:
         generator = torch.Generator(device).manual_seed(0x5EED)
@@ -46,13 +48,15 @@ class GaussianNoise(nn.Module):
 
     Args:
         sigma: the noise's standard deviation.
-        pooled: take the noise as a window, at an offset drawn from the global RNG, of a pool of
-            :data:`NOISE_POOL_SIZE` normals drawn once (:func:`noise_pool`) instead of drawing
-            it anew. On CPU, torch's generator is single-threaded and drawing costs about a
-            sixth of an MNIST batch (fp32 or bf16); a window costs nothing. Each value is still
-            a standard normal and the values within a window are independent, but windows of
-            different calls overlap, so the noise of different steps is not independent: a
-            regulariser's noise, not a sampler's. Tensors larger than the pool get fresh noise.
+        pooled: on a CPU, take the noise as a window, at an offset drawn from Python's ``random``
+            (no tensor op, no host read), of a pool of :data:`NOISE_POOL_SIZE` normals drawn once
+            (:func:`noise_pool`) instead of drawing it anew. torch's CPU generator is
+            single-threaded and drawing costs about a sixth of an MNIST batch (fp32 or bf16); a
+            window costs nothing. Each value is still a standard normal and the values within a
+            window are independent, but windows of different calls overlap, so the noise of
+            different steps is not independent: a regulariser's noise, not a sampler's. Tensors
+            larger than the pool get fresh noise, and so does every tensor on a GPU (whose
+            generator is fast) and in a compiled step (whose generator is the compiled code's).
     """
 
     def __init__(self, sigma: float, pooled: bool = False) -> None:
@@ -62,12 +66,13 @@ class GaussianNoise(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         if not self.training or self.sigma == 0:
             return x
-        if self.pooled and x.numel() <= NOISE_POOL_SIZE:
-            start = int(torch.randint(NOISE_POOL_SIZE - x.numel() + 1, ()))
-            noise = noise_pool(x.device, x.dtype)[start : start + x.numel()].view(x.shape)
-        elif x.device.type == "cpu" and x.dtype in (torch.bfloat16, torch.float16):
-            # torch's CPU generator draws 16-bit normals 1.5x slower than 32-bit ones: draw in 32 bits
-            # and round (the same values when the size is a multiple of 16; 0.45 ms less per 300 000)
+        on_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
+        if self.pooled and on_cpu and x.numel() <= NOISE_POOL_SIZE:
+            start = random.randrange(NOISE_POOL_SIZE - x.numel() + 1)  # saved in checkpoints (RandomState)
+            strides = [math.prod(x.shape[i + 1 :]) for i in range(x.dim())]
+            noise = noise_pool(x.device, x.dtype).as_strided(x.shape, strides, start)  # one view op
+        elif on_cpu and x.dtype in (torch.bfloat16, torch.float16):
+            # torch's CPU generator draws 16-bit normals 1.5x slower than 32-bit ones: draw in 32 bits and round
             noise = torch.randn(x.shape, dtype=torch.float32).to(x.dtype)
         else:
             noise = torch.randn_like(x)
@@ -81,7 +86,7 @@ class Dropout(nn.Dropout):
     """``nn.Dropout``, whose mask on a CPU is drawn as ``uniform >= p`` rather than with
     ``bernoulli_``: the same distribution, 2.5x faster on torch's CPU generator (on the conv
     pair's maps a seventh of a bf16 step), and a mask of one byte an element. Elsewhere (CUDA's
-    fused dropout is fast) it is ``nn.Dropout`` itself.
+    fused dropout is fast) and in compiled code (which draws its own) it is ``nn.Dropout`` itself.
 
     Example:
         >>> _ = torch.manual_seed(0)
@@ -91,7 +96,7 @@ class Dropout(nn.Dropout):
     """
 
     def forward(self, x: Tensor) -> Tensor:
-        if not self.training or self.p == 0 or x.device.type != "cpu":
+        if not self.training or self.p == 0 or x.device.type != "cpu" or torch.compiler.is_compiling():
             return super().forward(x)
         keep = torch.rand(x.shape) >= self.p
         return (x * keep).mul_(1 / (1 - self.p))
@@ -131,12 +136,51 @@ class RandomShift(nn.Module):
         return f"max_shift={self.max_shift}"
 
 
-_MIN_NORM = 1e-12  # norms are clamped to it, so that a zero direction gives a zero output
+#: ``||v||`` is taken as ``sqrt(||v||^2 + NORM_EPS^2)``: a zero direction gives a zero output and a
+#: zero gradient, with no special case (for any norm above 1e-6 the two differ by under 1e-12)
+NORM_EPS = 1e-12
+
+
+class Prepared(NamedTuple):
+    """What a weight-normalised layer's passes need of its weights while they stay fixed, computed
+    for all the layers of a network at once (:func:`prepare`): per output unit ``inverse`` =
+    ``1 / ||v||``, ``scale`` = ``g / ||v||`` and ``coefficient`` = ``g / ||v||^3`` (the norm's term of
+    ``v``'s gradient), and the ``weight`` and ``bias`` the layer's op runs on, in the pass's dtype
+    (a dense layer: ``v`` itself, its scale and its bias; a convolution: the weight
+    ``g * v / ||v||``, and the bias)."""
+
+    inverse: Tensor
+    scale: Tensor
+    coefficient: Tensor
+    weight: Tensor
+    bias: Tensor | None
+
+
+@torch.no_grad()
+def prepare(layers: list[_WeightNorm], dtype: torch.dtype) -> list[Prepared]:
+    """:class:`Prepared` for each layer in ``layers``: one norm a layer, then foreach ops over all of
+    them (a handful of kernels for the whole network instead of a handful a layer)."""
+    inverse = [torch.linalg.vector_norm(layer.v, dim=layer.norm_dims) for layer in layers]
+    torch._foreach_mul_(inverse, inverse)
+    torch._foreach_add_(inverse, NORM_EPS**2)
+    torch._foreach_rsqrt_(inverse)
+    scale = torch._foreach_mul([layer.g for layer in layers], inverse)
+    coefficient = torch._foreach_mul(scale, inverse)
+    torch._foreach_mul_(coefficient, inverse)
+    prepared = []
+    for layer, inv, sc, coef in zip(layers, inverse, scale, coefficient, strict=True):
+        bias = None if layer.bias is None else layer.bias.to(dtype)
+        if layer.normalises_weight:
+            weight = (layer.v * sc.view(layer.weight_view)).to(dtype)
+            prepared.append(Prepared(inv, sc, coef, weight, bias))
+        else:  # a dense layer: its (out,) scale and bias broadcast over its (..., out) output
+            prepared.append(Prepared(inv, sc.to(dtype), coef, layer.v.to(dtype), bias))
+    return prepared
 
 
 def _inverse_norm(v: Tensor, dims: tuple[int, ...]) -> Tensor:
     """``1 / ||v||`` over ``dims``: one value per output unit."""
-    return torch.linalg.vector_norm(v, dim=dims).clamp_min_(_MIN_NORM).reciprocal_()
+    return torch.linalg.vector_norm(v, dim=dims).square_().add_(NORM_EPS**2).rsqrt_()
 
 
 class _WeightNormFunction(torch.autograd.Function):
@@ -144,88 +188,70 @@ class _WeightNormFunction(torch.autograd.Function):
 
     Autograd's graph of the same expression computes ``v``'s gradient as two weight-sized tensors,
     through the op and through the norm, and then adds them; here the norm's term
-    (``-v * grad_scale * g / ||v||^3``, zero where the norm was clamped) is added in place to the
-    op's, and the gradients of the scale and the bias are summed in the weights' precision. Under
-    autocast the op runs in autocast's dtype on ``x`` and ``v`` cast to it; ``v``, ``g`` and the
-    bias keep their dtype and get their gradients in it. ``prepared`` is ``layer.prepared(dtype)``.
-    It saves for backward what autograd's graph saves: the input and weight the op ran on, the
-    op's output, the scale and ``1 / ||v||``.
+    (``-v * grad_scale * g / ||v||^3``) is added in place to the op's, and the gradients of the
+    scale and the bias are summed in the weights' precision. Under autocast the op runs in
+    autocast's dtype on ``x`` and ``v`` cast to it; ``v``, ``g`` and the bias keep their dtype and get
+    their gradients in it. ``prepared`` is the layer's :class:`Prepared`. It saves for backward what
+    autograd's graph saves: the input and weight the op ran on, the op's output, and the scales.
     """
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: Tensor,
-        v: Tensor,
-        g: Tensor,
-        bias: Tensor | None,
-        layer: _WeightNorm,
-        prepared: tuple[Tensor, Tensor, Tensor | None],
+        ctx: Any, x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, layer: _WeightNorm, prepared: Prepared
     ) -> Tensor:
-        inverse, scale, v_c = prepared
-        assert v_c is not None  # a layer that scales its output prepares v
-        x_c = x.to(v_c.dtype)
-        out = layer.op(x_c, v_c)
-        y = out * scale if bias is None else torch.addcmul(bias.to(out.dtype).view(layer.out_view), out, scale)
-        ctx.save_for_backward(x_c, v, v_c, g, inverse, out, scale)
+        x_c = x.to(prepared.weight.dtype)
+        out = layer.op(x_c, prepared.weight)
+        y = out * prepared.scale if prepared.bias is None else torch.addcmul(prepared.bias, out, prepared.scale)
+        ctx.save_for_backward(x_c, v, prepared.weight, prepared.inverse, out, prepared.scale, prepared.coefficient)
         ctx.layer, ctx.x_dtype = layer, x.dtype
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x_c, v, v_c, g, inverse, out, scale = ctx.saved_tensors
+        x_c, v, v_c, inverse, out, scale, coefficient = ctx.saved_tensors
         layer: _WeightNorm = ctx.layer
         need_x, need_v, need_g, need_bias = ctx.needs_input_grad[:4]
         unit_sums = [d for d in range(grad.ndim) if d != layer.unit_dim % grad.ndim]  # all but the units'
-        grad_out = grad * scale
-        grad_x, grad_v, _ = layer.op_backward(grad_out, x_c, v_c, need_x, need_v)
+        grad_x, grad_v, _ = layer.op_backward(grad * scale, x_c, v_c, need_x, need_v)
         grad_g = grad_bias = None
         if need_v or need_g:
-            grad_scale = (grad * out).sum(unit_sums, dtype=g.dtype)  # summed in the weights' precision
+            grad_scale = (grad * out).sum(unit_sums, dtype=v.dtype)  # summed in the weights' precision
             if need_g:
                 grad_g = grad_scale * inverse
             if need_v:
                 assert grad_v is not None
-                grad_v = grad_v.to(v.dtype)
                 # d(1/||v||)/dv = -v / ||v||^3, times d(loss)/d(1/||v||) = grad_scale * g
-                coefficient = (grad_scale * g * inverse.pow(3)).neg_().masked_fill_(inverse >= 1 / _MIN_NORM, 0)
                 shape = [1 if d in layer.norm_dims else -1 for d in range(v.ndim)]
-                grad_v.addcmul_(v, coefficient.view(shape))
+                grad_v = grad_v.to(v.dtype).addcmul_(v, (grad_scale * coefficient).view(shape), value=-1)
         if need_bias:
-            grad_bias = grad.sum(unit_sums, dtype=g.dtype)
+            grad_bias = grad.sum(unit_sums, dtype=v.dtype)
         if grad_x is not None:
             grad_x = grad_x.to(ctx.x_dtype)
         return grad_x, grad_v, grad_g, grad_bias, None, None
 
 
 class _NormalisedWeightFunction(torch.autograd.Function):
-    """``op(x, g * v / ||v||, bias)`` as one autograd node: the weight built (in ``prepared``, once
+    """``op(x, g * v / ||v||, bias)`` as one autograd node: the weight built (in :func:`prepare`, once
     per pass or per :func:`frozen_weights` block), then one fused op; backward gets the input's,
     the weight's and the bias's gradients from one call and turns the weight's into ``v``'s and
     ``g``'s, all weight-sized. Under autocast the op runs in autocast's dtype; ``v``, ``g`` and the
-    bias get their gradients in their own. ``prepared`` is ``layer.prepared(dtype)``."""
+    bias get their gradients in their own. ``prepared`` is the layer's :class:`Prepared`."""
 
     @staticmethod
     def forward(
-        ctx: Any,
-        x: Tensor,
-        v: Tensor,
-        g: Tensor,
-        bias: Tensor | None,
-        layer: _WeightNorm,
-        prepared: tuple[Tensor, Tensor, Tensor | None],
+        ctx: Any, x: Tensor, v: Tensor, g: Tensor, bias: Tensor | None, layer: _WeightNorm, prepared: Prepared
     ) -> Tensor:
-        inverse, w_c, bias_c = prepared
+        w_c = prepared.weight
         x_c = x.to(w_c.dtype)
-        ctx.save_for_backward(x_c, v, w_c, g, inverse)
+        ctx.save_for_backward(x_c, v, w_c, prepared.inverse, prepared.scale, prepared.coefficient)
         ctx.layer, ctx.x_dtype, ctx.bias_dtype = layer, x.dtype, None if bias is None else bias.dtype
-        return layer.op(x_c, w_c, bias_c)
+        return layer.op(x_c, w_c, prepared.bias)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
-        x_c, v, w_c, g, inverse = ctx.saved_tensors
+        x_c, v, w_c, inverse, scale, coefficient = ctx.saved_tensors
         layer: _WeightNorm = ctx.layer
         need_x, need_v, need_g, need_bias = ctx.needs_input_grad[:4]
         grad_x, grad_w, grad_bias = layer.op_backward(
@@ -239,9 +265,8 @@ class _NormalisedWeightFunction(torch.autograd.Function):
             if need_g:
                 grad_g = along * inverse  # w = g v / ||v||
             if need_v:
-                # dw/dv: g / ||v|| along every direction, less g v v^T / ||v||^3 (zero where the norm was clamped)
-                coefficient = (g * along * inverse.pow(3)).neg_().masked_fill_(inverse >= 1 / _MIN_NORM, 0)
-                grad_v = torch.addcmul(grad_w * (g * inverse).view(shape), v, coefficient.view(shape))
+                # dw/dv: g / ||v|| along every direction, less g v v^T / ||v||^3
+                grad_v = torch.addcmul(grad_w * scale.view(shape), v, (along * coefficient).view(shape), value=-1)
         if grad_bias is not None:
             grad_bias = grad_bias.to(ctx.bias_dtype)
         if grad_x is not None:
@@ -281,8 +306,8 @@ class _WeightNorm(nn.Module):
             self.register_buffer("g", torch.ones(out_features))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self.init_scale = init_scale
-        #: set by :func:`frozen_weights`: what :meth:`prepared` computed while the weights stay fixed
-        self._frozen: dict[torch.dtype, tuple[Tensor, Tensor, Tensor | None]] | None = None
+        #: set by :func:`frozen_weights`: the block whose weights stay fixed, and what it prepared
+        self._frozen: _FrozenBlock | None = None
 
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         raise NotImplementedError
@@ -294,31 +319,30 @@ class _WeightNorm(nn.Module):
         (each only if needed)."""
         raise NotImplementedError
 
-    @torch.no_grad()
-    def prepared(self, dtype: torch.dtype) -> tuple[Tensor, Tensor, Tensor | None]:
-        """What a pass needs, once per forward or once in a :func:`frozen_weights` block: ``1 / ||v||``,
-        and then for a layer that scales its output the scale ``g / ||v||`` in ``dtype`` shaped as
-        ``out_view`` and ``v`` in ``dtype``; for one that normalises its weight, the weight
-        ``g * v / ||v||`` and the bias, in ``dtype``."""
-        if self._frozen is not None and dtype in self._frozen:
-            return self._frozen[dtype]
-        inverse = _inverse_norm(self.v, self.norm_dims)
-        values: tuple[Tensor, Tensor, Tensor | None]
-        if self.normalises_weight:
-            weight = self.folded_weight(inverse).to(dtype)
-            values = inverse, weight, None if self.bias is None else self.bias.to(dtype)
-        else:
-            values = inverse, (self.g * inverse).to(dtype).view(self.out_view), self.v.to(dtype)
-        if self._frozen is not None:
-            self._frozen[dtype] = values
-        return values
+    def prepared(self, dtype: torch.dtype) -> Prepared:
+        """This layer's :class:`Prepared` in ``dtype``: computed for this pass, or taken from the
+        :func:`frozen_weights` block it runs in (which computes it for all its layers at once)."""
+        return prepare([self], dtype)[0] if self._frozen is None else self._frozen.of(self, dtype)
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.compiler.is_compiling():
+            return self.composite(x)
         device = x.device.type
         dtype = torch.get_autocast_dtype(device) if torch.is_autocast_enabled(device) else x.dtype
         function = _NormalisedWeightFunction if self.normalises_weight else _WeightNormFunction
         y = function.apply(x, self.v, self.g, self.bias, self, self.prepared(dtype))
         return cast(Tensor, y)
+
+    def composite(self, x: Tensor) -> Tensor:
+        """The layer as plain tensor ops, differentiated by autograd: what ``torch.compile`` traces and
+        fuses (the custom autograd nodes above are the eager path's kernels, which it cannot fuse)."""
+        squares = torch.linalg.vector_norm(self.v, dim=self.norm_dims).square()
+        scale = self.g * torch.rsqrt(squares + NORM_EPS**2)
+        if self.normalises_weight:
+            return self.op(x, self.v * scale.view(self.weight_view), self.bias)
+        out = self.op(x, self.v)
+        out = out * scale.to(out.dtype)
+        return out if self.bias is None else out + self.bias.to(out.dtype)
 
     def plain(self) -> nn.Module:
         """The torch layer this one computes in eval mode, with the weight ``g * v / ||v||`` folded
@@ -352,15 +376,35 @@ class _WeightNorm(nn.Module):
             self.bias.copy_(-mean * self.g)
 
 
+class _FrozenBlock:
+    """The weight-normalised layers of a :func:`frozen_weights` block and, per dtype, what
+    :func:`prepare` computed for them all at once (when the first of them ran in that dtype)."""
+
+    def __init__(self, layers: list[_WeightNorm]) -> None:
+        self.layers = layers
+        self.values: dict[torch.dtype, dict[int, Prepared]] = {}
+
+    def of(self, layer: _WeightNorm, dtype: torch.dtype) -> Prepared:
+        if dtype not in self.values:
+            prepared = prepare(self.layers, dtype)
+            self.values[dtype] = {id(m): p for m, p in zip(self.layers, prepared, strict=True)}
+        return self.values[dtype][id(layer)]
+
+
 @contextmanager
 def frozen_weights(network: nn.Module) -> Iterator[None]:
-    """A block in which ``network``'s weights do not change (such as the generator's step, for the
-    discriminator): each weight-normalised layer computes its norms, and its weights in autocast's
-    dtype, once for all the block's forward passes instead of once per pass. Blocks may nest."""
+    """A block in which ``network``'s weights do not change (a forward pass; or the generator's
+    step, for the discriminator): its weight-normalised layers compute their norms, and their
+    weights in autocast's dtype, together (:func:`prepare`) and once for all the block's forward
+    passes, instead of each layer once a pass. Blocks may nest (the outer one's values are kept)."""
+    if torch.compiler.is_compiling():  # compiled code computes each norm once itself
+        yield
+        return
     layers = [m for m in network.modules() if isinstance(m, _WeightNorm)]
     outer = [layer._frozen for layer in layers]
-    for layer in layers:
-        layer._frozen = {} if layer._frozen is None else layer._frozen
+    block = _FrozenBlock([layer for layer in layers if layer._frozen is None])
+    for layer in block.layers:
+        layer._frozen = block
     try:
         yield
     finally:
