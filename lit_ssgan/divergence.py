@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import torch
 from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 
 from lit_ssgan.errors import DivergenceError, check_choice
+from lit_ssgan.gradients import all_reduce_
 
 OnNonFinite = Literal["stop", "skip"]
 
@@ -74,13 +75,13 @@ class NonFiniteGuard:
 
     @torch.no_grad()
     def void(
-        self, network: str, loss: Tensor, terms: Mapping[str, Tensor], grads: list[Tensor], strategy: Any = None
+        self, network: str, loss: Tensor, terms: Mapping[str, Tensor], grads: list[Tensor], distributed: bool = False
     ) -> Tensor:
         """Whether ``network``'s step of this batch must change nothing: a 0-dim float32 tensor on the
         device, 1.0 or 0.0 (the form of GradScaler's ``found_inf``), computed without a host read.
-        The discriminator's step comes first in a batch, then the generator's. Under DDP (``strategy``:
-        the run's Lightning strategy) a step is void in every process if it is in one (an all-reduce,
-        queued on the device like the gradients')."""
+        The discriminator's step comes first in a batch, then the generator's. Under DDP
+        (``distributed``) a step is void in every process if it is in one (an all-reduce, queued on
+        the device like the gradients')."""
         record = self._record
         if record is None or record.bad.device != loss.device:
             record = self._record = _DeviceRecord(loss.device)
@@ -102,8 +103,8 @@ class NonFiniteGuard:
         # themselves would also write them, multiplied by 1) and the loss terms
         norms = torch._foreach_norm(grads) if grads else []
         torch._amp_foreach_non_finite_check_and_unscale_([*norms, values], found, record.inverse_scale)
-        if strategy is not None:
-            found.copy_(strategy.reduce(found.clone(), reduce_op="sum")).clamp_(max=1.0)
+        if distributed:
+            all_reduce_(found, "max")
         saved = record.terms.get(network)
         record.terms[network] = values if saved is None else torch.where(record.recording, values, saved, out=saved)
         if network == "generator":  # the batch's last step

@@ -44,9 +44,16 @@ def ddp_average(params: Iterable[Tensor], trainer: Any) -> None:
     grads = [p.grad for p in params if p.grad is not None]
     if not grads:
         return
-    flat = trainer.strategy.reduce(torch.cat([g.reshape(-1) for g in grads]), reduce_op="mean")
+    flat = all_reduce_(torch.cat([g.reshape(-1) for g in grads]), "sum").div_(torch.distributed.get_world_size())
     pieces = flat.split([g.numel() for g in grads])
     torch._foreach_copy_(grads, [piece.view_as(g) for piece, g in zip(pieces, grads, strict=True)])
+
+
+def all_reduce_(tensor: Tensor, op: Literal["sum", "max"]) -> Tensor:
+    """Reduces ``tensor`` in place across the run's processes, queued on its device: Lightning's
+    ``strategy.reduce`` adds a barrier first, which makes the host wait for the device."""
+    torch.distributed.all_reduce(tensor, op=getattr(torch.distributed.ReduceOp, op.upper()))
+    return tensor
 
 
 def matched_multipliers(network: nn.Module, patterns: Mapping[str, float], option: str) -> list[tuple[Tensor, float]]:

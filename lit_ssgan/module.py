@@ -447,9 +447,9 @@ class SemiSupervisedGAN(LightningModule):
             gradients.clip_per_tensor(params, clip_val)
         elif clip_val is not None:
             self.clip_gradients(optimizer, gradient_clip_val=clip_val, gradient_clip_algorithm=algorithm)
-        loss, strategy = self._stepping, self.trainer.strategy if self.trainer.world_size > 1 else None
-        grads = [p.grad for p in params if p.grad is not None]
-        apply_void(optimizer, self.guard.void(net, loss.total, loss.terms, grads, strategy), params)
+        loss, grads = self._stepping, [p.grad for p in params if p.grad is not None]
+        void = self.guard.void(net, loss.total, loss.terms, grads, distributed=self.trainer.world_size > 1)
+        apply_void(optimizer, void, params)
 
     def _schedulers(self) -> list[Any]:
         schedulers = self.lr_schedulers()

@@ -1,6 +1,6 @@
 """On a CUDA GPU (skipped without one): the conv pair trains in bf16 on channels-last maps, the
-loaders hand over page-locked batches, and a training step waits on the GPU only where the
-divergence guard reads whether each loss is finite (once per optimizer step, by design)."""
+loaders hand over page-locked batches, and a training step that does not log never waits on the GPU
+(the divergence guard is decided on the device)."""
 
 from __future__ import annotations
 
@@ -39,7 +39,7 @@ class SyncCounter(Callback):
             del self._caught
 
 
-def test_the_conv_pair_trains_on_a_gpu_in_bf16_with_pinned_batches_and_no_sync_but_the_guards(tmp_path):
+def test_the_conv_pair_trains_on_a_gpu_in_bf16_with_pinned_batches_and_no_sync(tmp_path):
     for c in ("a", "b"):
         write_folder(tmp_path / "labeled" / c, 8, size=32, seed=ord(c))
     write_folder(tmp_path / "unlabeled", 256, size=32)
@@ -56,6 +56,6 @@ def test_the_conv_pair_trains_on_a_gpu_in_bf16_with_pinned_batches_and_no_sync_b
     assert run.trainer.global_step == 4 and counter.on_device
     loader = run.datamodule.train_dataloader()["unlabeled"]
     assert loader.pin_memory
-    assert counter.syncs and max(counter.syncs) <= 2, counter.syncs  # the guard's two reads, D's and G's
+    assert counter.syncs and max(counter.syncs) == 0, counter.syncs  # no step logs: log_every_n_steps 50
     weights = run.model.discriminator.classifier.v
     assert weights.is_cuda and torch.isfinite(weights).all()
