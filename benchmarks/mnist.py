@@ -71,9 +71,12 @@ class EpochRecorder(Callback):
 
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         if batch_idx == 0:
+            synchronize(pl_module.device)
             self.start = time.perf_counter()
 
     def on_train_batch_end(self, trainer: Trainer, pl_module: LightningModule, *args: Any) -> None:
+        if args[-1] == trainer.num_training_batches - 1:  # on a GPU: the epoch's work done, not only queued
+            synchronize(pl_module.device)
         self.end = time.perf_counter()
         if self.averaged:
             net = pl_module.discriminator
@@ -107,12 +110,19 @@ class EpochRecorder(Callback):
         """The error on ``images`` and ``labels`` (default: the test set)."""
         if images is None or labels is None:
             images, labels = self.test_images, self.test_labels
+        device = next(model.parameters()).device  # the test images stay on the CPU
         with evaluating(model):
             wrong = sum(
-                (model(x).argmax(1) != y).sum().item()
+                (model(x.to(device)).argmax(1) != y.to(device)).sum().item()
                 for x, y in zip(images.split(1000), labels.split(1000), strict=True)
             )
         return wrong / len(labels)
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the GPU's queued work (nothing on the CPU), so that a time taken after it counts it."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 class Classifier(torch.nn.Module):
@@ -234,6 +244,8 @@ def run(args: argparse.Namespace, seed: int) -> dict[str, Any]:
     plain_seconds = None
     if args.plain_batches and not resume:
         reference = build(args, seed, root)  # a fresh model and data, untouched by the Lightning run
+        if reference.trainer.strategy.root_device.type != "cpu":
+            raise SystemExit("the plain twin runs on the CPU only: --plain-batches 0 for a run on another device")
         reference.datamodule.setup("fit")
         ema = find_ema(reference.trainer)
         plain_seconds = plain_loop(

@@ -6,12 +6,17 @@ are set on: package fp32 / naive loop and package bf16 / package fp32.
 
     python benchmarks/speed.py --data-dir ../shared/data/mnist
     python benchmarks/speed.py --config configs/mnist_fast.yaml --repeats 3
+    DEV=cuda python benchmarks/speed.py --device cuda --no-twin --batches 200 --json speed.json   # on a GPU
+
+``--device cuda`` runs the naive loop (``DEV=cuda``) and the package (``--trainer.accelerator=gpu``)
+on the GPU; the plain twin, a CPU loop, is then left out.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -30,25 +35,43 @@ def cpu_model() -> str:
     return f"{model.group(1) if model else 'unknown CPU'} ({amx})"
 
 
-def naive_ms(batches: int) -> float:
-    out = subprocess.run([sys.executable, str(NAIVE), str(batches)], capture_output=True, text=True, check=True)
-    return float(re.search(r"([\d.]+) ms/iteration", out.stdout).group(1))  # type: ignore[union-attr]
+def gpu_model() -> str:
+    import torch
+
+    return f"{torch.cuda.get_device_name()}, torch {torch.__version__}"
 
 
-def package_ms(args: argparse.Namespace, precision: str) -> tuple[float, float]:
+def run_checked(command: list[str], env: dict[str, str] | None = None) -> str:
+    """The command's output; on failure, the end of what it printed, then exit."""
+    out = subprocess.run(command, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed:\n{out.stdout[-2000:]}{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def naive_ms(batches: int, device: str | None = None) -> float:
+    env = os.environ | {"DEV": device} if device else None  # the reference loop's own switch
+    out = run_checked([sys.executable, str(NAIVE), str(batches)], env)
+    return float(re.search(r"([\d.]+) ms/iteration", out).group(1))  # type: ignore[union-attr]
+
+
+def package_ms(args: argparse.Namespace, precision: str) -> tuple[float, float | None]:
     """Milliseconds per batch: the package's (median over the epochs after the first of 3) and
-    its plain PyTorch twin's (``benchmarks/mnist.py``'s plain loop: the same work, no Lightning)."""
+    its plain PyTorch twin's (``benchmarks/mnist.py``'s plain loop: the same work, no Lightning;
+    None with ``--no-twin``)."""
+    device = [f"--trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"] if args.device else []
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable, str(ROOT / "benchmarks" / "mnist.py"), "--data-dir", args.data_dir,
             "--config", args.config, "--epochs", "3", "--seeds", "1", "--precision", precision,
-            "--plain-batches", str(args.batches - 20), "--out", out, "--", f"--data.batches_per_epoch={args.batches}",
-            "--trainer.limit_val_batches=0", *args.extra,
+            "--plain-batches", str(0 if args.no_twin else args.batches - 20), "--out", out, "--",
+            f"--data.batches_per_epoch={args.batches}", "--trainer.limit_val_batches=0", *device, *args.extra,
         ]  # fmt: skip
-        subprocess.run(command, capture_output=True, text=True, check=True)
+        run_checked(command)
         (result,) = (json.loads(p.read_text()) for p in Path(out).glob("*.json"))
     batches = result["batches_per_epoch"]
-    return 1000 * result["epoch_seconds"] / batches, 1000 * result["plain_epoch_seconds"] / batches
+    plain = result.get("plain_epoch_seconds")
+    return 1000 * result["epoch_seconds"] / batches, None if plain is None else 1000 * plain / batches
 
 
 def main() -> None:
@@ -57,28 +80,54 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist.yaml"))
     parser.add_argument("--batches", type=int, default=300, help="batches per timed epoch and of the naive loop")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument(
+        "--device",
+        choices=["cpu", "cuda"],
+        help="where the naive loop and the package run (default: the naive loop on the CPU, the package on the "
+        "config's accelerator); cuda leaves the plain twin out (it runs on the CPU only)",
+    )
+    parser.add_argument("--precisions", nargs="+", default=["32-true", "bf16-mixed"], choices=["32-true", "bf16-mixed"])
+    parser.add_argument("--no-naive", action="store_true", help="leave the naive loop out")
+    parser.add_argument("--no-twin", action="store_true", help="leave the plain twin out")
+    parser.add_argument("--json", help="also write the medians (ms per batch) to this file")
     parser.add_argument("extra", nargs="*", help="more lit-ssgan options for the package runs (after --)")
     args = parser.parse_args()
+    args.no_twin = args.no_twin or args.device == "cuda"
 
-    print(f"CPU: {cpu_model()}; config {Path(args.config).name}; {args.batches} batches per measure", flush=True)
-    names = ["naive loop, fp32", "package, fp32", "plain twin, fp32", "package, bf16-mixed", "plain twin, bf16"]
+    where = f"GPU: {gpu_model()}" if args.device == "cuda" else f"CPU: {cpu_model()}"
+    print(f"{where}; config {Path(args.config).name}; {args.batches} batches per measure", flush=True)
+    short = {"32-true": "fp32", "bf16-mixed": "bf16"}
+    names = [] if args.no_naive else ["naive loop, fp32"]
+    for precision in args.precisions:
+        names.append(f"package, {'fp32' if precision == '32-true' else precision}")
+        names += [] if args.no_twin else [f"plain twin, {short[precision]}"]
     times: dict[str, list[float]] = {name: [] for name in names}
     for repeat in range(args.repeats):
-        times["naive loop, fp32"].append(naive_ms(args.batches))
-        for precision, short in (("32-true", "fp32"), ("bf16-mixed", "bf16")):
+        if not args.no_naive:
+            times["naive loop, fp32"].append(naive_ms(args.batches, args.device))
+        for precision in args.precisions:
             package, plain = package_ms(args, precision)
-            times[f"package, {precision if short == 'bf16' else short}"].append(package)
-            times[f"plain twin, {short}"].append(plain)
+            times[f"package, {'fp32' if precision == '32-true' else precision}"].append(package)
+            if plain is not None:
+                times[f"plain twin, {short[precision]}"].append(plain)
         print(f"  repeat {repeat + 1}: " + ", ".join(f"{k} {v[-1]:.1f} ms" for k, v in times.items()), flush=True)
     median = {name: statistics.median(values) for name, values in times.items()}
     print("\nms per batch (median of repeats):")
     for name, value in median.items():
         print(f"  {name:20s} {value:6.1f}   ({600 * value / 1000:.1f} s per 600-batch epoch)")
-    print("ratios:")
-    print(f"  package fp32 / naive loop:   {median['package, fp32'] / median['naive loop, fp32']:.2f}")
-    print(f"  package bf16 / package fp32: {median['package, bf16-mixed'] / median['package, fp32']:.2f}")
-    print(f"  package / plain twin, fp32:  {median['package, fp32'] / median['plain twin, fp32']:.2f}")
-    print(f"  package / plain twin, bf16:  {median['package, bf16-mixed'] / median['plain twin, bf16']:.2f}")
+    ratios = {
+        "package fp32 / naive loop": ("package, fp32", "naive loop, fp32"),
+        "package bf16 / package fp32": ("package, bf16-mixed", "package, fp32"),
+        "package / plain twin, fp32": ("package, fp32", "plain twin, fp32"),
+        "package / plain twin, bf16": ("package, bf16-mixed", "plain twin, bf16"),
+    }
+    ratios = {label: pair for label, pair in ratios.items() if all(name in median for name in pair)}
+    if ratios:
+        print("ratios:")
+    for label, (a, b) in ratios.items():
+        print(f"  {label + ':':28s} {median[a] / median[b]:.2f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"where": where, "batches": args.batches, "ms_per_batch": median}))
 
 
 if __name__ == "__main__":
