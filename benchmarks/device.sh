@@ -5,7 +5,7 @@
 #   bash benchmarks/device.sh              # THERE, the checkout carried with .dev/ (carry [".dev"]), no network
 #   DEV=cpu QUICK=1 bash benchmarks/device.sh   # a try of every stage on the CPU, at small sizes
 #
-# Stages, in this order, each under a time budget (`timeout`), all inside TOTAL_S seconds (345 s by
+# Stages, in this order (STAGES), each under a time budget (`timeout`), all inside TOTAL_S seconds (345 s by
 # default: under 6 minutes on an H200 even at the package's speed of 2026-12-04):
 #   setup         wheels from .dev/whl for what the image lacks (pip --no-index --no-deps --target
 #                 /tmp/site), ../shared -> .dev/shared when absent, the card and versions
@@ -22,7 +22,8 @@
 # in WORK (/tmp/device_run); with OUT set (the device tool's), the console log, table.md, results.json
 # and logs.tar.gz go there too.
 #
-# Knobs (environment): DEV (cuda | cpu), QUICK (1: small sizes), TOTAL_S, STAGES, COMPILE_ARGS, MNIST_DIR,
+# Knobs (environment): DEV (cuda | cpu), QUICK (1: small sizes), TOTAL_S, STAGES (the stages to run, in
+# that order; those before draws_tests leave it DRAWS_MIN s), COMPILE_ARGS, COMPILE_PRECISIONS, MNIST_DIR,
 # WORK, DRAW_JOBS (draws at once; QUICK on the CPU: 1), and the sizes below.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -34,17 +35,21 @@ COMPILE_ARGS=${COMPILE_ARGS:---model.compile=reduce-overhead}
 STAGES=${STAGES:-mnist conv32 profile conv_big draws_tests compile}
 if [[ $QUICK == 1 ]]; then
     TOTAL_S=${TOTAL_S:-1500}
-    MNIST_BATCHES=${MNIST_BATCHES:-25} CONV_BATCHES=${CONV_BATCHES:-3} CONV_BIG_PX=${CONV_BIG_PX:-64}
-    CONV_BIG_BATCHES=${CONV_BIG_BATCHES:-2} PROFILE_START=${PROFILE_START:-3} PROFILE_STEPS=${PROFILE_STEPS:-3}
-    DRAW_EPOCHS=${DRAW_EPOCHS:-1} DRAW_BATCHES=${DRAW_BATCHES:-10} COMPILE_WARMUP=${COMPILE_WARMUP:-2}
+    MNIST_BATCHES=${MNIST_BATCHES:-25} CONV_BATCHES=${CONV_BATCHES:-1} CONV_WARMUP=${CONV_WARMUP:-1}
+    CONV_BIG_PX=${CONV_BIG_PX:-64} CONV_BIG_BATCHES=${CONV_BIG_BATCHES:-1}
+    PROFILE_START=${PROFILE_START:-3} PROFILE_STEPS=${PROFILE_STEPS:-3}
+    DRAW_EPOCHS=${DRAW_EPOCHS:-1} DRAW_BATCHES=${DRAW_BATCHES:-10}
+    COMPILE_WARMUP=${COMPILE_WARMUP:-1} COMPILE_PRECISIONS=${COMPILE_PRECISIONS:-32-true}
     DRAWS_MIN=${DRAWS_MIN:-60}
-    [[ $DEV == cpu ]] && DRAW_JOBS=${DRAW_JOBS:-1}  # this CPU is shared: one process at a time
+    [[ $DEV == cpu ]] && DRAW_JOBS=${DRAW_JOBS:-1} # this CPU is shared: one process at a time
     cap() { echo 400; }
 else
     TOTAL_S=${TOTAL_S:-345}
-    MNIST_BATCHES=${MNIST_BATCHES:-200} CONV_BATCHES=${CONV_BATCHES:-100} CONV_BIG_PX=${CONV_BIG_PX:-128}
-    CONV_BIG_BATCHES=${CONV_BIG_BATCHES:-50} PROFILE_START=${PROFILE_START:-40} PROFILE_STEPS=${PROFILE_STEPS:-20}
-    DRAW_EPOCHS=${DRAW_EPOCHS:-20} DRAW_BATCHES=${DRAW_BATCHES:-} COMPILE_WARMUP=${COMPILE_WARMUP:-20}
+    MNIST_BATCHES=${MNIST_BATCHES:-200} CONV_BATCHES=${CONV_BATCHES:-100} CONV_WARMUP=${CONV_WARMUP:-10}
+    CONV_BIG_PX=${CONV_BIG_PX:-128} CONV_BIG_BATCHES=${CONV_BIG_BATCHES:-50}
+    PROFILE_START=${PROFILE_START:-40} PROFILE_STEPS=${PROFILE_STEPS:-20}
+    DRAW_EPOCHS=${DRAW_EPOCHS:-20} DRAW_BATCHES=${DRAW_BATCHES:-}
+    COMPILE_WARMUP=${COMPILE_WARMUP:-20} COMPILE_PRECISIONS=${COMPILE_PRECISIONS:-32-true bf16-mixed}
     # what the draws took on 2026-12-04 (3.8 min): the stages before them leave it
     DRAWS_MIN=${DRAWS_MIN:-230}
     cap() {  # a stage's own budget, seconds (on 2026-12-04's package about half of it is needed)
@@ -144,10 +149,10 @@ EOF
     fi
     MNIST_DIR=${MNIST_DIR:-$([[ -d .dev/mnist ]] && echo "$PWD/.dev/mnist" || echo "$PWD/../shared/data/mnist")}
     ls "$MNIST_DIR"/train-images-idx3-ubyte* ../shared/reference/naive_mnist_step.py >/dev/null || return 1
-    python3 - "$WORK/env.json" "$DEV" "$QUICK" "$DRAW_EPOCHS" "$COMPILE_ARGS" <<'EOF'
+    python3 - "$WORK/env.json" "$DEV" "$QUICK" "$DRAW_EPOCHS" "$COMPILE_ARGS" "$CONV_BIG_PX" <<'EOF'
 import json, platform, re, subprocess, sys, time
 import lightning, torch
-path, dev, quick, epochs, compile_args = sys.argv[1:]
+path, dev, quick, epochs, compile_args, big = sys.argv[1:]
 if dev == "cuda":
     assert torch.cuda.is_available(), "DEV=cuda, but torch sees no CUDA GPU"
     name = torch.cuda.get_device_name()
@@ -163,7 +168,7 @@ git = subprocess.run(["git", "describe", "--always", "--dirty"], capture_output=
 env = {"dev": dev, "quick": quick == "1", "device_name": name, "torch": torch.__version__, "cuda": torch.version.cuda,
        "lightning": lightning.__version__, "python": platform.python_version(),
        "commit": git.stdout.strip() or "unknown", "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-       "draw_epochs": int(epochs), "compile_args": compile_args}
+       "draw_epochs": int(epochs), "compile_args": compile_args, "conv_big_px": int(big)}
 json.dump(env, open(path, "w"))
 print(f"setup: {name}; torch {torch.__version__}, lightning {lightning.__version__}; package at {env['commit']}")
 EOF
@@ -242,9 +247,9 @@ draws_tests() {
 }
 
 # the compiled step: "n/a (option missing)" where the CLI refuses COMPILE_ARGS
-compile_stages() {
+compile_stages() { # KEEP
     local rc=0
-    if (($(budget mnist_compile) < MIN_STAGE_S)); then
+    if (($(budget mnist_compile "$1") < MIN_STAGE_S)); then
         note mnist_compile "skipped (no time left: TOTAL_S=$TOTAL_S; STAGES=compile runs it alone)"
         note conv32_compile "skipped (no time left)"
         return 0
@@ -258,12 +263,15 @@ compile_stages() {
         note conv32_compile "n/a (option missing)"
         return 0
     fi
+    # 4 epochs: the median of the 3 after the compiling one, robust to one that compiles again
     # shellcheck disable=SC2086
-    stage mnist_compile 0 python3 benchmarks/speed.py --device "$DEV" --no-naive --no-twin --repeats 1 \
-        --data-dir "$MNIST_DIR" --batches "$MNIST_BATCHES" --json "$WORK/mnist_compile.json" -- $COMPILE_ARGS
+    stage mnist_compile "$1" python3 benchmarks/speed.py --device "$DEV" --no-naive --no-twin --repeats 1 \
+        --epochs 4 --precisions $COMPILE_PRECISIONS --data-dir "$MNIST_DIR" --batches "$MNIST_BATCHES" \
+        --json "$WORK/mnist_compile.json" -- $COMPILE_ARGS
     # shellcheck disable=SC2086
-    stage conv32_compile 0 python3 benchmarks/conv_speed.py --device "$DEV" --no-naive --repeats 1 \
-        --batches "$CONV_BATCHES" --warmup "$COMPILE_WARMUP" --json "$WORK/conv32_compile.json" -- $COMPILE_ARGS
+    stage conv32_compile "$1" python3 benchmarks/conv_speed.py compare --device "$DEV" --no-naive --repeats 1 \
+        --precisions $COMPILE_PRECISIONS --batches "$CONV_BATCHES" --warmup "$COMPILE_WARMUP" \
+        --json "$WORK/conv32_compile.json" -- $COMPILE_ARGS
 }
 
 say "benchmarks/device.sh: DEV=$DEV QUICK=$QUICK TOTAL_S=$TOTAL_S STAGES='$STAGES' WORK=$WORK"
@@ -273,27 +281,35 @@ setup >"$WORK/setup.log" 2>&1 || rc=$?
 cat "$WORK/setup.log"
 finish setup "$rc" "-" "$start"
 if ((rc == 0)); then
-    # the stages before the draws leave DRAWS_MIN seconds for them
-    keep=$(wanted draws_tests && echo "$DRAWS_MIN" || echo 0)
-    if wanted mnist; then
-        stage mnist "$keep" python3 benchmarks/speed.py --device "$DEV" --no-twin --repeats 1 \
-            --data-dir "$MNIST_DIR" --batches "$MNIST_BATCHES" --json "$WORK/mnist.json"
-    fi
-    if wanted conv32; then
-        stage conv32 "$keep" python3 benchmarks/conv_speed.py --device "$DEV" --repeats 1 \
-            --batches "$CONV_BATCHES" --json "$WORK/conv32.json"
-    fi
-    if wanted profile; then
-        stage profile "$keep" python3 benchmarks/profile_step.py --device "$DEV" --data-dir "$MNIST_DIR" \
-            --start "$PROFILE_START" --steps "$PROFILE_STEPS" --json "$WORK/profile.json"
-    fi
-    if wanted conv_big; then
-        stage conv_big "$keep" python3 benchmarks/conv_speed.py --device "$DEV" --no-naive --repeats 1 \
-            --precisions bf16-mixed --image-size "$CONV_BIG_PX" --batches "$CONV_BIG_BATCHES" \
-            --json "$WORK/conv_big.json"
-    fi
-    if wanted draws_tests; then draws_tests; fi
-    if wanted compile; then compile_stages; fi
+    keep=0
+    if wanted draws_tests; then keep=$DRAWS_MIN; fi # the stages before the draws leave them DRAWS_MIN s
+    for name in $STAGES; do
+        case $name in
+            mnist)
+                stage mnist "$keep" python3 benchmarks/speed.py --device "$DEV" --no-twin --repeats 1 \
+                    --data-dir "$MNIST_DIR" --batches "$MNIST_BATCHES" --json "$WORK/mnist.json"
+                ;;
+            conv32)
+                stage conv32 "$keep" python3 benchmarks/conv_speed.py compare --device "$DEV" --repeats 1 \
+                    --batches "$CONV_BATCHES" --warmup "$CONV_WARMUP" --json "$WORK/conv32.json"
+                ;;
+            profile)
+                stage profile "$keep" python3 benchmarks/profile_step.py --device "$DEV" --data-dir "$MNIST_DIR" \
+                    --start "$PROFILE_START" --steps "$PROFILE_STEPS" --json "$WORK/profile.json"
+                ;;
+            conv_big)
+                stage conv_big "$keep" python3 benchmarks/conv_speed.py compare --device "$DEV" --no-naive \
+                    --repeats 1 --precisions bf16-mixed --image-size "$CONV_BIG_PX" --batches "$CONV_BIG_BATCHES" \
+                    --warmup "$CONV_WARMUP" --json "$WORK/conv_big.json"
+                ;;
+            draws_tests)
+                draws_tests
+                keep=0
+                ;;
+            compile) compile_stages "$keep" ;;
+            *) note "$name" "unknown stage (stages: mnist conv32 profile conv_big draws_tests compile)" ;;
+        esac
+    done
 fi
 
 python3 - "$WORK/env.json" "$SECONDS" <<'EOF' || true

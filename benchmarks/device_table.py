@@ -41,7 +41,7 @@ class Table:
     def missing(self, stage: str) -> str:
         """What stands in a cell whose stage left no figure."""
         status = self.status(stage)
-        return status if status != "ok" else "no figure"
+        return status if status != "ok" else "not measured"
 
     def mark(self, *conditions: bool | None) -> str:
         if any(c is None for c in conditions):
@@ -138,10 +138,9 @@ def conv_rows(t: Table, stage: str, label: str, naive: dict[str, float], baselin
     return naive
 
 
-def conv_big_row(t: Table) -> None:
+def conv_big_row(t: Table, size: int) -> None:
     data = read_json(t.work / "conv_big.json")
     value = data and data["seconds"].get("package bf16-mixed")
-    size = data["image_size"] if data else "big"
     t.results["conv_big"] = {"seconds_per_step": value, "image_size": size, "status": t.status("conv_big")}
     figure = f"{1000 * value:.1f} ms" if value else t.missing("conv_big")
     t.row(f"conv step {size} px, bf16 (batch 64)", figure, base="33.7 ms (128 px)")
@@ -205,7 +204,7 @@ def draws_rows(t: Table, epochs: int) -> None:
     status = t.status("draws")
     t.results["draws"] = {"epochs": epochs, "test_error_ema_percent": errors, "cells": cells, "status": status}
     t.row(
-        f"`mnist_fast.yaml`, {epochs} epochs, draws 1–5 at once: test error (EMA), each",
+        f"`mnist_fast.yaml`, {epochs} epoch{'s' if epochs != 1 else ''}, draws 1–5 at once: test error (EMA), each",
         ", ".join(cells) + " %" + ("" if status == "ok" else f" ({status})"),
         base="1.32, 1.13, 1.37, 1.46, 1.37 %",
         target="as on the CPU",
@@ -234,7 +233,7 @@ def main() -> None:
     mnist_rows(t, "mnist_compile", ", compiled", naive, baseline=False)
     conv_naive = conv_rows(t, "conv32", "", {}, baseline=True)
     conv_rows(t, "conv32_compile", ", compiled", conv_naive, baseline=False)
-    conv_big_row(t)
+    conv_big_row(t, env.get("conv_big_px", 128))
     profile_rows(t, cuda)
     draws_rows(t, int(env.get("draw_epochs", 20)))
 

@@ -56,14 +56,14 @@ def naive_ms(batches: int, device: str | None = None) -> float:
 
 
 def package_ms(args: argparse.Namespace, precision: str) -> tuple[float, float | None]:
-    """Milliseconds per batch: the package's (median over the epochs after the first of 3) and
+    """Milliseconds per batch: the package's (median over the epochs after the first of ``--epochs``) and
     its plain PyTorch twin's (``benchmarks/mnist.py``'s plain loop: the same work, no Lightning;
     None with ``--no-twin``)."""
     device = [f"--trainer.accelerator={'gpu' if args.device == 'cuda' else 'cpu'}"] if args.device else []
     with tempfile.TemporaryDirectory() as out:
         command = [
             sys.executable, str(ROOT / "benchmarks" / "mnist.py"), "--data-dir", args.data_dir,
-            "--config", args.config, "--epochs", "3", "--seeds", "1", "--precision", precision,
+            "--config", args.config, "--epochs", str(args.epochs), "--seeds", "1", "--precision", precision,
             "--plain-batches", str(0 if args.no_twin else args.batches - 20), "--out", out, "--",
             f"--data.batches_per_epoch={args.batches}", "--trainer.limit_val_batches=0", *device, *args.extra,
         ]  # fmt: skip
@@ -80,6 +80,7 @@ def main() -> None:
     parser.add_argument("--config", default=str(ROOT / "configs" / "mnist.yaml"))
     parser.add_argument("--batches", type=int, default=300, help="batches per timed epoch and of the naive loop")
     parser.add_argument("--repeats", type=int, default=2)
+    parser.add_argument("--epochs", type=int, default=3, help="epochs of a package run (the first is not timed)")
     parser.add_argument(
         "--device",
         choices=["cpu", "cuda"],
