@@ -36,6 +36,7 @@ import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
 
 from lit_ssgan import SemiSupervisedGAN
+from lit_ssgan.averaging import ExponentialMovingAverage
 from lit_ssgan.callbacks import EMA, LabeledExamples, ema_with_warmup
 from lit_ssgan.callbacks.reports import TestReport
 from lit_ssgan.cli import cli
@@ -164,7 +165,7 @@ def plain_loop(model: SemiSupervisedGAN, dm: Any, ema_decay: float | None, num_b
     D, G = model.discriminator, model.generator
     d_opt, g_opt = model.make_optimizers()
     if ema_decay is not None:
-        ema = torch.optim.swa_utils.AveragedModel(model, multi_avg_fn=ema_with_warmup(ema_decay), use_buffers=True)
+        ema = ExponentialMovingAverage(model, ema_decay)  # the EMA callback's average: the same update
     loaders = dm.train_dataloader()
     warmup = 20  # untimed, like the package's first epoch
     if len(loaders["unlabeled"]) < warmup + num_batches:
