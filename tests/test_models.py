@@ -299,3 +299,21 @@ def test_evaluating_restores_each_modules_mode_also_after_an_exception():
         assert not training.training and not frozen.training
         raise RuntimeError("a failed evaluation")
     assert training.training and not frozen.training
+
+
+def test_a_low_precision_pass_casts_the_weights_in_one_copy_into_buffers_the_layers_keep():
+    from lit_ssgan.callbacks.step_counts import DispatchCount
+    from lit_ssgan.models.layers import _WeightNorm, prepare
+
+    d = ConvDiscriminator(10, (3, 16, 16), width=(8, 8))
+    layers = [m for m in d.modules() if isinstance(m, _WeightNorm)]
+    first = prepare(layers, torch.bfloat16)  # the first pass makes the buffers
+    with DispatchCount() as count:
+        second = prepare(layers, torch.bfloat16)
+    assert count.ops["_foreach_copy_"] == 1 and count.ops["_to_copy"] == 0 and count.ops["empty_like"] == 0
+    for a, b, layer in zip(first, second, layers, strict=True):
+        assert b.weight.data_ptr() == a.weight.data_ptr() and b.weight.dtype == torch.bfloat16
+        if layer.normalises_weight:  # a convolution's weight g v / |v|; a dense layer's v
+            assert torch.equal(b.weight, layer.folded_weight().bfloat16())
+        assert torch.equal(b.bias, layer.bias.bfloat16())
+    assert all(p.weight.dtype == torch.float32 for p in prepare(layers, torch.float32))  # fp32: no copy

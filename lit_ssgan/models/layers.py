@@ -159,7 +159,9 @@ class Prepared(NamedTuple):
 @torch.no_grad()
 def prepare(layers: list[_WeightNorm], dtype: torch.dtype) -> list[Prepared]:
     """:class:`Prepared` for each layer in ``layers``: one norm a layer, then foreach ops over all of
-    them (a handful of kernels for the whole network instead of a handful a layer)."""
+    them (a handful of kernels for the whole network instead of a handful a layer). What a pass in a
+    lower precision (autocast's ``dtype``) needs of the weights is copied, in one foreach copy, into
+    buffers each layer keeps for it: one op, not one cast a tensor."""
     inverse = [torch.linalg.vector_norm(layer.v, dim=layer.norm_dims) for layer in layers]
     torch._foreach_mul_(inverse, inverse)
     torch._foreach_add_(inverse, NORM_EPS**2)
@@ -167,14 +169,24 @@ def prepare(layers: list[_WeightNorm], dtype: torch.dtype) -> list[Prepared]:
     scale = torch._foreach_mul([layer.g for layer in layers], inverse)
     coefficient = torch._foreach_mul(scale, inverse)
     torch._foreach_mul_(coefficient, inverse)
-    prepared = []
+    prepared, cast_to, cast_from = [], [], []
+
+    def cast(layer: _WeightNorm, name: str, tensor: Tensor) -> Tensor:
+        if tensor.dtype == dtype:
+            return tensor
+        cast_to.append(layer.cast_buffer(name, tensor, dtype))
+        cast_from.append(tensor)
+        return cast_to[-1]
+
     for layer, inv, sc, coef in zip(layers, inverse, scale, coefficient, strict=True):
-        bias = None if layer.bias is None else layer.bias.to(dtype)
+        bias = None if layer.bias is None else cast(layer, "bias", layer.bias)
         if layer.normalises_weight:
-            weight = (layer.v * sc.view(layer.weight_view)).to(dtype)
+            weight = cast(layer, "weight", layer.v * sc.view(layer.weight_view))
             prepared.append(Prepared(inv, sc, coef, weight, bias))
         else:  # a dense layer: its (out,) scale and bias broadcast over its (..., out) output
-            prepared.append(Prepared(inv, sc.to(dtype), coef, layer.v.to(dtype), bias))
+            prepared.append(Prepared(inv, cast(layer, "scale", sc), coef, cast(layer, "v", layer.v), bias))
+    if cast_to:
+        torch._foreach_copy_(cast_to, cast_from)
     return prepared
 
 
@@ -308,6 +320,17 @@ class _WeightNorm(nn.Module):
         self.init_scale = init_scale
         #: set by :func:`frozen_weights`: the block whose weights stay fixed, and what it prepared
         self._frozen: _FrozenBlock | None = None
+        #: :func:`prepare`'s buffers of this layer's tensors in a lower precision, by name and dtype
+        self._casts: dict[tuple[str, torch.dtype], Tensor] = {}
+
+    def cast_buffer(self, name: str, like: Tensor, dtype: torch.dtype) -> Tensor:
+        """The buffer that holds ``like`` (this layer's tensor ``name``) in ``dtype`` for a pass: kept
+        from pass to pass. A pass's backward reads it, and the next pass of the layer overwrites it,
+        so passes that each backpropagate take their turns (autograd refuses otherwise)."""
+        buffer = self._casts.get((name, dtype))
+        if buffer is None or buffer.shape != like.shape or buffer.device != like.device:
+            buffer = self._casts[(name, dtype)] = torch.empty_like(like, dtype=dtype)
+        return buffer
 
     def op(self, x: Tensor, v: Tensor, bias: Tensor | None = None) -> Tensor:
         raise NotImplementedError
