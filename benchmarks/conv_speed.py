@@ -35,7 +35,7 @@ from lightning.pytorch import Callback, LightningModule, Trainer
 ROOT = Path(__file__).resolve().parents[1]
 NAIVE = ROOT.parent / "shared" / "reference" / "naive_conv_step.py"
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from speed import cpu_model, gpu_model  # noqa: E402
+from speed import cpu_model, gpu_model, print_ratios  # noqa: E402
 
 
 class StepTimer(Callback):
@@ -167,11 +167,7 @@ def main() -> None:
         "package fp32 / naive fp32": ("package 32-true", "naive fp32"),
         "package bf16-mixed / naive bf16": ("package bf16-mixed", "naive bf16"),
     }
-    ratios = {label: pair for label, pair in ratios.items() if all(name in median for name in pair)}
-    if ratios:
-        print("ratios:")
-    for label, (a, b) in ratios.items():
-        print(f"  {label + ':':32s} {median[a] / median[b]:.2f}")
+    print_ratios(median, ratios)
     if args.json:
         Path(args.json).write_text(json.dumps({"where": where, "image_size": args.image_size, "seconds": median}))
 

@@ -162,29 +162,20 @@ def profile_rows(t: Table, cuda: bool) -> None:
         values = [r[key] for r in by.values() if key in r]
         return max(values) if values else None
 
+    def none_row(label: str, key: str, base: str) -> None:
+        """A row whose target is none in any step measured."""
+        most = worst(key)
+        t.row(label, cells(key, "{:.0f}"), base=base, target="0", met=t.mark(most == 0 if most is not None else None))
+
     if cuda:
         t.row("kernels a step, MNIST fp32 / bf16 (profiler)", cells("kernels", "{:.0f}"), base="430 / 485")
         busy = cells("gpu_busy_ms", "{:.2f} ms")
         floor = " / ".join(f"{EPOCH * r['gpu_busy_ms'] / 1000:.2f} s" for r in data if r.get("gpu_busy_ms"))
         t.row("GPU busy a step, fp32 / bf16 (epoch at that floor)", f"{busy} ({floor})", base="1.3 ms (0.8 s)")
-        syncs = worst("syncs_max")
-        t.row(
-            "syncs a non-logging step, fp32 / bf16 (most in the window)",
-            cells("syncs_max", "{:.0f}"),
-            base="6",
-            target="0",
-            met=t.mark(syncs == 0 if syncs is not None else None),
-        )
+        none_row("syncs a non-logging step, fp32 / bf16 (most in the window)", "syncs_max", "6")
     else:
         t.row("CPU time a step, MNIST fp32 / bf16 (wall, no GPU here)", cells("wall_ms", "{:.1f} ms"))
-    reads = worst("host_reads_max")
-    t.row(
-        "host reads a step (`_local_scalar_dense`), fp32 / bf16",
-        cells("host_reads_max", "{:.0f}"),
-        base="24",
-        target="0",
-        met=t.mark(reads == 0 if reads is not None else None),
-    )
+    none_row("host reads a step (`.item()`, `bool()`, ...), fp32 / bf16", "host_reads_max", "24")
     t.row("ops dispatched a step, fp32 / bf16 (`TorchDispatchMode`)", cells("ops", "{:.0f}"), base="641 (CPU)")
 
 

@@ -31,23 +31,11 @@ from typing import Any
 
 import torch
 from lightning.pytorch import Callback, LightningModule, Trainer
-from torch.utils._python_dispatch import TorchDispatchMode
 
+from lit_ssgan.callbacks.step_counts import DispatchCount
 from lit_ssgan.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-class OpCounter(TorchDispatchMode):
-    """Counts the tensor ops dispatched while it is on, by name."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.ops: Counter[str] = Counter()
-
-    def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:
-        self.ops[func.overloadpacket.__name__] += 1
-        return func(*args, **(kwargs or {}))
 
 
 class StepProfile(Callback):
@@ -72,7 +60,7 @@ class StepProfile(Callback):
     def on_train_batch_start(self, trainer: Trainer, pl_module: LightningModule, batch: Any, batch_idx: int) -> None:
         window = self.window()
         if window == 2:
-            self.counter = OpCounter()
+            self.counter = DispatchCount()
             if self.cuda:
                 torch.cuda.set_sync_debug_mode("warn")
                 self.caught = warnings.catch_warnings(record=True)
@@ -93,7 +81,7 @@ class StepProfile(Callback):
         if window == 2:
             self.counter.__exit__(None, None, None)
             self.ops.append(sum(self.counter.ops.values()))
-            self.reads.append(self.counter.ops["_local_scalar_dense"])
+            self.reads.append(self.counter.reads)
             self.by_op += self.counter.ops
             if self.cuda:
                 torch.cuda.set_sync_debug_mode("default")

@@ -74,6 +74,16 @@ def package_ms(args: argparse.Namespace, precision: str) -> tuple[float, float |
     return 1000 * result["epoch_seconds"] / batches, None if plain is None else 1000 * plain / batches
 
 
+def print_ratios(median: dict[str, float], ratios: dict[str, tuple[str, str]]) -> None:
+    """Prints each ``label: a / b`` of ``ratios`` whose two figures were measured."""
+    measured = {label: pair for label, pair in ratios.items() if all(name in median for name in pair)}
+    if measured:
+        print("ratios:")
+    width = max((len(label) for label in measured), default=0) + 2
+    for label, (a, b) in measured.items():
+        print(f"  {label + ':':{width}s} {median[a] / median[b]:.2f}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data-dir", default=str(ROOT.parent / "shared" / "data" / "mnist"))
@@ -122,11 +132,7 @@ def main() -> None:
         "package / plain twin, fp32": ("package, fp32", "plain twin, fp32"),
         "package / plain twin, bf16": ("package, bf16-mixed", "plain twin, bf16"),
     }
-    ratios = {label: pair for label, pair in ratios.items() if all(name in median for name in pair)}
-    if ratios:
-        print("ratios:")
-    for label, (a, b) in ratios.items():
-        print(f"  {label + ':':28s} {median[a] / median[b]:.2f}")
+    print_ratios(median, ratios)
     if args.json:
         Path(args.json).write_text(json.dumps({"where": where, "batches": args.batches, "ms_per_batch": median}))
 

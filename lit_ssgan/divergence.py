@@ -58,8 +58,15 @@ class NonFiniteGuard:
         >>> guard.start_batch("step 3 (epoch 1, batch 4)")
         >>> guard.void("discriminator", torch.tensor(1.0), {"d_loss_class": torch.tensor(1.0)}, [p.grad]).item()
         1.0
-        >>> guard.check()  # doctest: +SKIP
-        UserWarning: skipped 1 batch with a non-finite loss or gradient: the first at step 3 (epoch 1, batch 4), ...
+        >>> guard.void("generator", torch.tensor(1.0), {"g_loss": torch.tensor(1.0)}, []).item()  # G's too
+        1.0
+        >>> import warnings
+        >>> with warnings.catch_warnings(record=True) as said:
+        ...     guard.check()  # the host learns of it here
+        >>> str(said[0].message)
+        'skipped step 3 (epoch 1, batch 4): non-finite gradient (1 skipped so far)'
+        >>> guard.skipped
+        1
     """
 
     def __init__(self, action: OnNonFinite = "stop") -> None:

@@ -474,7 +474,7 @@ class SemiSupervisedGAN(LightningModule):
         self.data_init_pending = (
             hp["data_dependent_init"] and not hp["weights_from"] and fresh and self.global_step == 0
         )
-        if self.compile_options is not None:  # the eager methods stay: the plain twin and tests call them
+        if self.compile_options is not None:  # discriminator_losses and generator_losses call these from now on
             self._compiled = {
                 "discriminator": torch.compile(self._discriminator_losses, **self.compile_options),
                 "generator": torch.compile(self._generator_losses, **self.compile_options),
