@@ -339,8 +339,8 @@ def memory(args: argparse.Namespace) -> None:
 
 def learn(args: argparse.Namespace) -> None:
     """The folder path with the conv networks on MNIST as PNG folders (``write``): semi-supervised,
-    then the same networks on the labels alone (every unlabeled term off: ``--model.unlabeled_weight
-    0``, and the consistency and entropy terms 0), each a ``lit-ssgan fit`` process with
+    then the same networks on the labels alone (every unlabeled term off: ``unlabeled_weight`` and
+    ``unlabeled_entropy_weight`` 0, no consistency term), each a ``lit-ssgan fit`` process with
     ``--test_after_fit``, validated each epoch on the held-out val/ folder; prints each one's
     command, validation curve, test error and wall time."""
     import re
@@ -354,8 +354,8 @@ def learn(args: argparse.Namespace) -> None:
     base += ["--trainer.max_epochs", str(args.epochs), *args.extra]
     print(f"CPU: {cpu_model()}; {Path(args.config).name}, {args.epochs} epochs", flush=True)
     rows = []
-    labels_only = ["--model.unlabeled_weight", "0", "--model.unlabeled_consistency_weight", "0"]
-    labels_only += ["--model.unlabeled_entropy_weight", "0"]
+    labels_only = ["--model.d_loss.init_args.unlabeled_weight=0", "--model.d_loss.init_args.unlabeled_entropy_weight=0"]
+    labels_only += ["--model.d_loss.init_args.consistency=null"]
     for name, more in (("semi-supervised", []), ("labels only", labels_only)):
         command = [*base, *more, "--trainer.default_root_dir", str(Path(args.work) / name.replace(" ", "_"))]
         start = time.perf_counter()

@@ -42,9 +42,17 @@ from lit_ssgan.callbacks.reports import TestReport
 from lit_ssgan.cli import cli
 from lit_ssgan.data.datasets import file_digest
 from lit_ssgan.models.base import evaluating
+from lit_ssgan.models.layers import init_weight_norm_from_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist.yaml"
+
+#: the labels-only twin: every term on unlabeled data off
+LABELS_ONLY = [
+    "--model.d_loss.init_args.unlabeled_weight=0",
+    "--model.d_loss.init_args.unlabeled_entropy_weight=0",
+    "--model.d_loss.init_args.consistency=null",
+]
 
 
 class EpochRecorder(Callback):
@@ -159,8 +167,7 @@ def plain_loop(model: SemiSupervisedGAN, dm: Any, ema_decay: float | None, num_b
     It does not clip or multiply gradients (in the module that is Lightning's ``clip_gradients``),
     so it refuses configs that do, rather than time a different algorithm.
     """
-    hp = model.hparams
-    if hp["d_clip_val"] or hp["g_clip_val"] or any(model.multipliers.values()):
+    if any(policy.clip_val is not None or policy.matched for policy in model.gradients.values()):
         raise ValueError("the plain twin does not clip or multiply gradients: use --plain-batches 0 with this config")
     D, G = model.discriminator, model.generator
     d_opt, g_opt = model.make_optimizers()
@@ -178,8 +185,8 @@ def plain_loop(model: SemiSupervisedGAN, dm: Any, ema_decay: float | None, num_b
             start = time.perf_counter()
         if i == warmup + num_batches:
             break
-        if i == 0 and hp["data_dependent_init"]:
-            model.init_from_data(x_lab, x_unl)
+        if i == 0 and model.training_options.data_dependent_init:
+            init_weight_norm_from_data(D, torch.cat([x_lab, x_unl]))
         with frozen(G):
             with autocast:
                 d_loss, _ = model.discriminator_losses(x_lab, y_lab, x_unl)
@@ -226,7 +233,7 @@ def build(args: argparse.Namespace, seed: int, root: Path) -> Any:
         "--trainer.enable_model_summary=false",
     ]
     if args.supervised:
-        overrides.append("--model.unlabeled_weight=0")
+        overrides += LABELS_ONLY
     return cli(["--config", str(args.config), *overrides, *args.extra], run=False)
 
 
@@ -311,7 +318,7 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed"])
-    parser.add_argument("--supervised", action="store_true", help="unlabeled_weight 0: the labeled data alone")
+    parser.add_argument("--supervised", action="store_true", help="every unlabeled term off: the labeled data alone")
     parser.add_argument("--plain-batches", type=int, default=300, help="batches of the plain loop (0: skip it)")
     parser.add_argument(
         "--ema-decays", type=float, nargs="*", default=[], help="more EMA decays to evaluate (val and test) each epoch"

@@ -6,15 +6,60 @@ from __future__ import annotations
 import fnmatch
 from collections.abc import Iterable, Mapping
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
-from lit_ssgan.errors import ConfigError
+from lit_ssgan.errors import ConfigError, check_choice, check_positive
+from lit_ssgan.parts import Part
 
 ClipAlgorithm = Literal["norm", "value", "norm_per_tensor"]
+
+
+class GradientPolicy(Part):
+    """What happens to one network's gradients before its optimizer step (``model.d_gradients``,
+    ``model.g_gradients``): tefla's multipliers, then clipping. Lightning's gradient clipping
+    (``Trainer(gradient_clip_val=...)``) does not apply to manual optimization; this does.
+
+    Args:
+        clip_val: clip the gradients to this norm or value (None: off).
+        clip_algorithm: ``"norm"`` (the global norm of the network's gradients), ``"value"``, or
+            ``"norm_per_tensor"`` (each gradient tensor to the norm on its own: tefla's default).
+        multipliers: ``{pattern: factor}``: scale the gradients of the parameters whose names match
+            the pattern (``fnmatch``, e.g. ``"hidden.0.*"``; :func:`matched_multipliers`).
+    """
+
+    def __init__(
+        self,
+        clip_val: float | None = None,
+        clip_algorithm: ClipAlgorithm = "norm",
+        multipliers: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.clip_val = check_positive("clip_val", clip_val, optional=True)
+        self.clip_algorithm = check_choice("clip_algorithm", clip_algorithm, get_args(ClipAlgorithm))
+        self.multipliers = dict(multipliers or {})
+        self.matched: list[tuple[Tensor, float]] = []
+
+    def bind(self, network: nn.Module, option: str) -> GradientPolicy:
+        """Matches the multipliers to ``network``'s parameters (``option`` names it in errors)."""
+        self.matched = matched_multipliers(network, self.multipliers, f"{option}.multipliers")
+        return self
+
+    def apply(self, module: Any, optimizer: torch.optim.Optimizer, params: list[Tensor]) -> None:
+        """Multiplies, then clips, the gradients of ``params`` (the ``optimizer``'s, of ``module``,
+        a LightningModule, whose ``clip_gradients`` clips by norm or value)."""
+        multiply(self.matched)
+        if self.clip_val is None:
+            return
+        if self.clip_algorithm == "norm_per_tensor":
+            clip_per_tensor(params, self.clip_val)
+        else:
+            module.clip_gradients(
+                optimizer, gradient_clip_val=self.clip_val, gradient_clip_algorithm=self.clip_algorithm
+            )
 
 
 def _managed_ddp(trainer: Any) -> DistributedDataParallel | None:
@@ -31,9 +76,9 @@ def _managed_ddp(trainer: Any) -> DistributedDataParallel | None:
 
 
 def no_ddp_sync(trainer: Any) -> AbstractContextManager:
-    """A context for a backward pass: DDP's ``no_sync`` where lit_ssgan syncs gradients itself."""
-    model = _managed_ddp(trainer)
-    return model.no_sync() if model is not None else nullcontext()
+    """A context for a backward pass: the strategy's ``block_backward_sync`` (DDP's ``no_sync``)
+    where lit_ssgan syncs gradients itself."""
+    return trainer.strategy.block_backward_sync() if _managed_ddp(trainer) is not None else nullcontext()
 
 
 @torch.no_grad()

@@ -23,10 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from lit_ssgan.consistency import Consistency
 from lit_ssgan.errors import ConfigError, check_choice, check_non_negative, check_probability
+from lit_ssgan.parts import Part, built
 
 FeatureDistance = Literal["absolute", "squared"]
-GeneratorLossKind = Literal["feature_matching", "sigmoid_kl"]
 
 
 class Heads(NamedTuple):
@@ -210,25 +211,30 @@ def g_loss_sigmoid_kl(gan_logits_fake: Tensor, generator_target_prob: float = 1.
     return sigmoid_kl_with_logits(gan_logits_fake, generator_target_prob).mean()
 
 
-class DiscriminatorLoss(nn.Module):
-    """The discriminator's loss: the supervised term, plus ``unlabeled_weight`` times the GAN terms,
-    plus the optional terms on unlabeled data, each with its weight (0 leaves a term out)::
+class DiscriminatorLoss(Part, nn.Module):
+    """The discriminator's loss (``model.d_loss``): the supervised term, plus ``unlabeled_weight``
+    times the GAN terms, plus the optional terms on unlabeled data, each with its weight::
 
         d_loss = d_loss_class + unlabeled_weight · (d_loss_real + d_loss_fake)
-                 + unlabeled_entropy_weight · d_entropy + unlabeled_consistency_weight · d_consistency
+                 + unlabeled_entropy_weight · d_entropy + consistency.weight · d_consistency
 
     (regression: ``d_loss_mse`` in place of ``d_loss_class``; ``d_consistency`` is :func:`consistency`,
-    or :func:`pseudo_label` with ``pseudo_label_threshold``). A new term is one weight and one line here.
+    or :func:`pseudo_label` with the strategy's ``pseudo_label_threshold``). A new term is one weight
+    and one line here.
 
     Args:
-        classification: cross entropy on class logits, or (false) mean squared error on values.
-        unlabeled_weight: weight of ``d_loss_real + d_loss_fake``.
-        unlabeled_entropy_weight: weight of :func:`conditional_entropy` on unlabeled data.
-        unlabeled_consistency_weight: weight of :func:`consistency` between two passes of the
-            unlabeled batch (the caller makes the second pass: :attr:`needs_second_pass`).
-        pseudo_label_threshold: the consistency term as :func:`pseudo_label` with this threshold,
-            the second pass giving the target; None: :func:`consistency`.
-        d_label_smooth: the unlabeled data's target P(real) is ``1 - d_label_smooth``.
+        unlabeled_weight: weight of ``d_loss_real + d_loss_fake`` (0 trains the classifier on the
+            labeled data alone).
+        unlabeled_entropy_weight: weight of :func:`conditional_entropy` on unlabeled data (Dai et
+            al. 2017); 0: off. Classification only.
+        d_label_smooth: one-sided label smoothing: the unlabeled data's target P(real) is
+            ``1 - d_label_smooth``.
+        consistency: the consistency term on unlabeled data and where its target comes from
+            (:class:`~lit_ssgan.consistency.PiModel` or :class:`~lit_ssgan.consistency.MeanTeacher`);
+            None: off. Classification only.
+
+    The task (classification or regression) is the discriminator's; the module sets it with
+    :meth:`for_task`.
 
     Example:
         >>> loss = DiscriminatorLoss(unlabeled_weight=0.5)
@@ -240,50 +246,55 @@ class DiscriminatorLoss(nn.Module):
 
     def __init__(
         self,
-        classification: bool = True,
         unlabeled_weight: float = 1.0,
         unlabeled_entropy_weight: float = 0.0,
-        unlabeled_consistency_weight: float = 0.0,
         d_label_smooth: float = 0.0,
-        pseudo_label_threshold: float | None = None,
+        consistency: Consistency | None = None,
     ) -> None:
         super().__init__()
-        for name, value in (
-            ("unlabeled_weight", unlabeled_weight),
-            ("unlabeled_entropy_weight", unlabeled_entropy_weight),
-            ("unlabeled_consistency_weight", unlabeled_consistency_weight),
-        ):
-            check_non_negative(name, value)
-            if value and not classification and name != "unlabeled_weight":
-                raise ConfigError(f"{name} needs classification: there are no classes in regression")
-        self.classification = classification
-        self.d_label_smooth = check_probability("d_label_smooth", d_label_smooth)
-        if pseudo_label_threshold is not None:
-            check_probability("pseudo_label_threshold", pseudo_label_threshold)
-            if not unlabeled_consistency_weight:
-                raise ConfigError(
-                    "pseudo_label_threshold needs unlabeled_consistency_weight > 0: it sets that term's form"
-                )
-        self.pseudo_label_threshold = pseudo_label_threshold
-        self.labeled_term = "d_loss_class" if classification else "d_loss_mse"
-        optional = {"d_entropy": unlabeled_entropy_weight, "d_consistency": unlabeled_consistency_weight}
-        self.weights = {
-            self.labeled_term: 1.0,
-            "d_loss_real": unlabeled_weight,
-            "d_loss_fake": unlabeled_weight,
-            **{name: weight for name, weight in optional.items() if weight},
+        check_non_negative("d_loss.unlabeled_weight", unlabeled_weight)
+        check_non_negative("d_loss.unlabeled_entropy_weight", unlabeled_entropy_weight)
+        self.d_label_smooth = check_probability("d_loss.d_label_smooth", d_label_smooth)
+        self.consistency = built(consistency, Consistency, "d_loss.consistency")
+        optional = {
+            "d_entropy": unlabeled_entropy_weight,
+            "d_consistency": self.consistency.weight if self.consistency is not None else 0.0,
         }
+        self.weights = {"d_loss_real": unlabeled_weight, "d_loss_fake": unlabeled_weight}
+        self.weights.update({name: weight for name, weight in optional.items() if weight})
+        self.for_task(classification=True)
+
+    def for_task(self, classification: bool) -> DiscriminatorLoss:
+        """Sets the supervised term for the discriminator's task (cross entropy, or for regression
+        the mean squared error); returns the loss.
+
+        Raises:
+            ConfigError: for regression with a term that needs classes.
+        """
+        for name, option in (("d_entropy", "unlabeled_entropy_weight"), ("d_consistency", "consistency")):
+            if not classification and name in self.weights:
+                raise ConfigError(f"d_loss.{option} needs classification: a regression discriminator has no classes")
+        self.classification = classification
+        labeled_term = "d_loss_class" if classification else "d_loss_mse"
+        others = {name: w for name, w in self.weights.items() if name not in ("d_loss_class", "d_loss_mse")}
+        self.weights = {labeled_term: 1.0, **others}
+        return self
+
+    @property
+    def labeled_term(self) -> str:
+        """The supervised term's name: ``d_loss_class`` or, for regression, ``d_loss_mse``."""
+        return "d_loss_class" if self.classification else "d_loss_mse"
 
     @property
     def needs_second_pass(self) -> bool:
-        """Whether the unlabeled batch must pass through the discriminator twice (consistency)."""
-        return "d_consistency" in self.weights
+        """Whether the unlabeled batch must pass through the discriminator twice (the Π-model)."""
+        return self.consistency is not None and not self.consistency.uses_teacher
 
     def forward(
         self, labeled: Heads, labels: Tensor, unlabeled: Heads, fake: Heads, unlabeled_again: Heads | None = None
     ) -> LossParts:
         """The loss of one discriminator step, from its heads on the labeled, unlabeled and
-        generated images (and the unlabeled images' second pass, for the consistency term)."""
+        generated images (and the unlabeled images' second look, for the consistency term)."""
         terms = {
             self.labeled_term: d_loss_labeled(labeled.predicted, labels, self.classification),
             "d_loss_real": d_loss_real(unlabeled.gan, self.d_label_smooth),
@@ -291,59 +302,67 @@ class DiscriminatorLoss(nn.Module):
         }
         if "d_entropy" in self.weights:
             terms["d_entropy"] = conditional_entropy(unlabeled.predicted)
-        if "d_consistency" in self.weights:
+        if self.consistency is not None:
             if unlabeled_again is None:
-                raise ValueError("the consistency term needs the unlabeled batch's second pass")
-            if self.pseudo_label_threshold is None:
+                raise ValueError("the consistency term needs the unlabeled batch's second look")
+            threshold = self.consistency.pseudo_label_threshold
+            if threshold is None:
                 terms["d_consistency"] = consistency(unlabeled.predicted, unlabeled_again.predicted)
             else:
-                terms["d_consistency"] = pseudo_label(
-                    unlabeled.predicted, unlabeled_again.predicted, self.pseudo_label_threshold
-                )
+                terms["d_consistency"] = pseudo_label(unlabeled.predicted, unlabeled_again.predicted, threshold)
         return weighted(terms, self.weights)
 
 
-class GeneratorLoss(nn.Module):
-    """The generator's loss: feature matching (the paper's) or the sigmoid KL of D's P(real) on its
-    samples against ``generator_target_prob``.
+class GeneratorLoss(Part, nn.Module):
+    """The generator's loss (``model.g_loss``): :class:`FeatureMatching` or :class:`SigmoidKL`."""
 
-    Args:
-        generator_loss: ``"feature_matching"`` or ``"sigmoid_kl"``.
-        feature_distance: for feature matching, ``"squared"`` (OpenAI) or ``"absolute"`` (tefla).
-        generator_target_prob: for the sigmoid KL, the P(real) the generator aims for.
-
-    Example:
-        >>> loss = GeneratorLoss("feature_matching")
-        >>> real, fake = torch.ones(4, 3), torch.zeros(4, 3)
-        >>> loss(real, fake, fake_gan=None)
-        LossParts(total=tensor(1.), terms={'g_loss': tensor(1.)})
-    """
-
-    def __init__(
-        self,
-        generator_loss: GeneratorLossKind = "feature_matching",
-        feature_distance: FeatureDistance = "squared",
-        generator_target_prob: float = 1.0,
-    ) -> None:
-        super().__init__()
-        self.kind = check_choice("generator_loss", generator_loss, get_args(GeneratorLossKind))
-        self.feature_distance = check_choice("feature_distance", feature_distance, get_args(FeatureDistance))
-        self.generator_target_prob = check_probability("generator_target_prob", generator_target_prob)
-
-    @property
-    def matches_features(self) -> bool:
-        """Whether the loss compares features of real and generated images (else: D's P(real))."""
-        return self.kind == "feature_matching"
+    #: whether the loss compares features of real and generated images (else: D's P(real))
+    matches_features = False
 
     def forward(self, real_features: Tensor | None, fake_features: Tensor | None, fake_gan: Tensor | None) -> LossParts:
         """The loss of one generator step: from ``(N, F)`` features of an unlabeled batch and
         ``(M, F)`` of generated images, or from the ``(M,)`` real/fake logits of generated images."""
-        if self.matches_features:
-            if real_features is None or fake_features is None:
-                raise ValueError("feature matching needs the features of real and of generated images")
-            g_loss = feature_matching(real_features, fake_features, self.feature_distance)
-        else:
-            if fake_gan is None:
-                raise ValueError("the sigmoid KL loss needs the real/fake logits of generated images")
-            g_loss = g_loss_sigmoid_kl(fake_gan, self.generator_target_prob)
+        raise NotImplementedError
+
+
+class FeatureMatching(GeneratorLoss):
+    """The paper's generator loss: the distance between the mean features of an unlabeled batch
+    and of generated images (:func:`feature_matching`).
+
+    Args:
+        distance: ``"squared"`` (OpenAI) or ``"absolute"`` (tefla).
+
+    Example:
+        >>> FeatureMatching()(torch.ones(4, 3), torch.zeros(4, 3), fake_gan=None)
+        LossParts(total=tensor(1.), terms={'g_loss': tensor(1.)})
+    """
+
+    matches_features = True
+
+    def __init__(self, distance: FeatureDistance = "squared") -> None:
+        super().__init__()
+        self.distance = check_choice("g_loss.distance", distance, get_args(FeatureDistance))
+
+    def forward(self, real_features: Tensor | None, fake_features: Tensor | None, fake_gan: Tensor | None) -> LossParts:
+        if real_features is None or fake_features is None:
+            raise ValueError("feature matching needs the features of real and of generated images")
+        g_loss = feature_matching(real_features, fake_features, self.distance)
+        return LossParts(g_loss, {"g_loss": g_loss})
+
+
+class SigmoidKL(GeneratorLoss):
+    """The generator pushes D's P(real) on its samples toward ``target_prob`` (:func:`g_loss_sigmoid_kl`).
+
+    Args:
+        target_prob: the P(real) the generator aims for.
+    """
+
+    def __init__(self, target_prob: float = 1.0) -> None:
+        super().__init__()
+        self.target_prob = check_probability("g_loss.target_prob", target_prob)
+
+    def forward(self, real_features: Tensor | None, fake_features: Tensor | None, fake_gan: Tensor | None) -> LossParts:
+        if fake_gan is None:
+            raise ValueError("the sigmoid KL loss needs the real/fake logits of generated images")
+        g_loss = g_loss_sigmoid_kl(fake_gan, self.target_prob)
         return LossParts(g_loss, {"g_loss": g_loss})

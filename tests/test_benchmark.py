@@ -18,7 +18,9 @@ def test_mnist_benchmark_runs_and_reports(tmp_path, mnist_dir, precision):
     command = [sys.executable, str(ROOT / "benchmarks" / "mnist.py"), "--data-dir", str(mnist_dir)]
     command += ["--epochs", "2", "--seeds", "1", "--precision", precision, "--plain-batches", "20"]
     command += ["--ema-decays", "0.9999", "--out", str(tmp_path), "--", "--data.batches_per_epoch=40"]
-    command += ["--model.unlabeled_consistency_weight=0.3"]  # the plain twin's consistency pass too
+    command += [
+        "--model.d_loss.init_args.consistency=lit_ssgan.consistency.PiModel"
+    ]  # the plain twin's consistency pass too
     out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True).stdout
     assert "package / plain loop" in out and "test error (EMA weights)" in out
     (result,) = [json.loads(p.read_text()) for p in tmp_path.glob("*.json")]

@@ -8,7 +8,10 @@ from torch._dynamo.utils import counters
 
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.compiling import compile_options
+from lit_ssgan.consistency import PiModel
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.losses import DiscriminatorLoss
+from lit_ssgan.training import Training
 from tests.helpers import StepLosses, make_model, make_trainer
 
 TRACED = {"backend": "aot_eager"}
@@ -18,7 +21,10 @@ def fit(tmp_path, compile=None, steps=3) -> tuple[dict[str, torch.Tensor], list[
     """The weights after ``steps`` batches of a small digits model, and each batch's D loss."""
     torch.manual_seed(0)
     model, losses = (
-        make_model(compile=compile, unlabeled_consistency_weight=0.3, data_dependent_init=True),
+        make_model(
+            d_loss=DiscriminatorLoss(consistency=PiModel(0.3)),
+            training=Training(data_dependent_init=True, compile=compile),
+        ),
         StepLosses(),
     )
     trainer = make_trainer(tmp_path, max_steps=steps, callbacks=[losses])
@@ -63,4 +69,4 @@ def test_compile_takes_a_switch_a_mode_or_torch_compiles_arguments(value, expect
 )
 def test_a_wrong_compile_option_is_named_when_the_model_is_built(value, message):
     with pytest.raises(ConfigError, match=message):
-        make_model(compile=value)
+        make_model(training=Training(compile=value))

@@ -15,6 +15,7 @@ from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli
 from lit_ssgan.divergence import NonFiniteGuard, check_finite_weights
 from lit_ssgan.errors import DivergenceError
+from lit_ssgan.training import Training
 from tests.helpers import (
     EVERY_2_STEPS,
     ROOT,
@@ -44,7 +45,9 @@ def test_a_nonfinite_loss_stops_the_command_naming_step_and_term_and_keeps_the_l
 
 def test_a_nonfinite_loss_can_skip_the_batch_instead(tmp_path):
     nan_after = ["--model.discriminator.init_args.nan_after", "6"]
-    args = digits_args(tmp_path, "--trainer.max_epochs", "2", *DIVERGING, *nan_after, "--model.on_nonfinite", "skip")
+    args = digits_args(
+        tmp_path, "--trainer.max_epochs", "2", *DIVERGING, *nan_after, "--model.training.on_nonfinite", "skip"
+    )
     with pytest.warns(UserWarning, match="skipped step"):
         run = cli(args)
     assert run.trainer.state.finished
@@ -110,7 +113,7 @@ def test_a_void_batch_leaves_the_weights_and_the_optimizer_state_as_they_were(tm
     """The fused optimizer is handed the decision on the device; any other reads it and steps on no gradients."""
     adam = partial(torch.optim.Adam, lr=3e-3, fused=fused)
     discriminator = DivergingDiscriminator(nan_after=6, num_classes=10, image_shape=(1, 8, 8), hidden=(32,))
-    model = make_model(d_optimizer=adam, g_optimizer=adam, on_nonfinite="skip")
+    model = make_model(d_optimizer=adam, g_optimizer=adam, training=Training(on_nonfinite="skip"))
     model.discriminator = discriminator  # batches 0 and 1 train; from batch 2 on, D's logits are NaN
     kept = {}
 

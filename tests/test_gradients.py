@@ -10,6 +10,7 @@ import torch
 
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.checkpoint import find_last_checkpoint
+from lit_ssgan.gradients import GradientPolicy
 from tests.helpers import (
     ROOT,
     StepRecorder,
@@ -34,14 +35,14 @@ def test_gradient_multipliers_scale_each_matching_gradient_by_its_factor(tmp_pat
     plain = first_steps(tmp_path)
     names = {net: [n for n, _ in getattr(make_model(), net).named_parameters()] for net in plain}
     d_factors = {"hidden.0.*": 0.5, "classifier.*": 2.0}
-    scaled = first_steps(tmp_path, d_gradient_multipliers=d_factors)
+    scaled = first_steps(tmp_path, d_gradients=GradientPolicy(multipliers=d_factors))
     expected = {"hidden.0.0.v": 0.5, "hidden.0.0.bias": 0.5, "classifier.v": 2.0, "classifier.bias": 2.0}
     for name, want, got in zip(names["discriminator"], plain["discriminator"], scaled["discriminator"], strict=True):
         if name == "classifier.g":  # only the output layer trains its scale; it has no gradient to scale
             continue
         torch.testing.assert_close(got, want * expected.get(name, 1.0), rtol=0, atol=0, msg=name)
     # the generator's own multipliers, on its step (D's step, before it, is untouched)
-    scaled = first_steps(tmp_path, g_gradient_multipliers={"net.1.*": 3.0})
+    scaled = first_steps(tmp_path, g_gradients=GradientPolicy(multipliers={"net.1.*": 3.0}))
     for want, got in zip(plain["discriminator"], scaled["discriminator"], strict=True):
         assert (want is None and got is None) or torch.equal(want, got)
     for name, want, got in zip(names["generator"], plain["generator"], scaled["generator"], strict=True):
@@ -49,12 +50,16 @@ def test_gradient_multipliers_scale_each_matching_gradient_by_its_factor(tmp_pat
 
 
 def test_a_multiplier_pattern_that_matches_nothing_is_refused():
-    with pytest.raises(ValueError, match=r"model.g_gradient_multipliers: 'nothing.\*' matches no parameter"):
-        make_model(g_gradient_multipliers={"nothing.*": 0.5})
+    with pytest.raises(ValueError, match=r"model.g_gradients.multipliers: 'nothing.\*' matches no parameter"):
+        make_model(g_gradients=GradientPolicy(multipliers={"nothing.*": 0.5}))
 
 
 def test_per_tensor_clipping_bounds_each_gradient_tensor_not_their_sum(tmp_path):
-    model, recorder = make_model(d_clip_val=1e-3, g_clip_val=1e-3, clip_algorithm="norm_per_tensor"), StepRecorder()
+    per_tensor = GradientPolicy(1e-3, "norm_per_tensor")
+    model, recorder = (
+        make_model(d_gradients=per_tensor, g_gradients=GradientPolicy(1e-3, "norm_per_tensor")),
+        StepRecorder(),
+    )
     make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(model, DigitsDataModule())
     assert len(recorder.steps) == 4
     for name, _, _, grads in recorder.steps:

@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from lit_ssgan import losses
+from lit_ssgan.consistency import MeanTeacher, PiModel
+from lit_ssgan.parts import built, config_of
 from lit_ssgan.losses import sigmoid_kl_with_logits
 
 DOUBLE = torch.float64
@@ -155,7 +157,7 @@ def test_discriminator_loss_weighs_each_term_by_its_own_weight():
     labeled, unlabeled, fake, again = random_heads(), random_heads(), random_heads(), random_heads()
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     loss = losses.DiscriminatorLoss(
-        unlabeled_weight=0.5, unlabeled_entropy_weight=0.3, unlabeled_consistency_weight=2.0, d_label_smooth=0.1
+        unlabeled_weight=0.5, unlabeled_entropy_weight=0.3, d_label_smooth=0.1, consistency=PiModel(weight=2.0)
     )
     parts = loss(labeled, labels, unlabeled, fake, again)
     terms = {
@@ -177,15 +179,13 @@ def test_pseudo_label_threshold_makes_the_consistency_term_fixmatch_s():
     torch.manual_seed(0)
     labeled, unlabeled, fake, again = random_heads(), random_heads(), random_heads(), random_heads()
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
-    loss = losses.DiscriminatorLoss(unlabeled_consistency_weight=2.0, pseudo_label_threshold=0.4)
+    loss = losses.DiscriminatorLoss(consistency=PiModel(2.0, pseudo_label_threshold=0.4))
     parts = loss(labeled, labels, unlabeled, fake, again)
     want = losses.pseudo_label(unlabeled.predicted, again.predicted, 0.4)
     assert want > 0  # some targets reach 0.4
     torch.testing.assert_close(parts.terms["d_consistency"], want)
-    with pytest.raises(ValueError, match="pseudo_label_threshold needs unlabeled_consistency_weight"):
-        losses.DiscriminatorLoss(pseudo_label_threshold=0.9)
     with pytest.raises(ValueError, match="pseudo_label_threshold must be a float"):
-        losses.DiscriminatorLoss(unlabeled_consistency_weight=1.0, pseudo_label_threshold=2.0)
+        MeanTeacher(1.0, pseudo_label_threshold=2.0)
 
 
 def test_the_entropy_term_is_minimised_so_the_prediction_commits():
@@ -210,8 +210,9 @@ def test_optional_terms_are_left_out_at_weight_zero_and_the_second_pass_asked_fo
         "d_loss_real",
         "d_loss_fake",
     }
-    assert losses.DiscriminatorLoss(unlabeled_consistency_weight=0.1).needs_second_pass
-    regression = losses.DiscriminatorLoss(classification=False)
+    assert losses.DiscriminatorLoss(consistency=PiModel(0.1)).needs_second_pass
+    assert not losses.DiscriminatorLoss(consistency=MeanTeacher(0.1)).needs_second_pass  # the teacher's pass
+    regression = losses.DiscriminatorLoss().for_task(classification=False)
     values = losses.Heads(torch.tensor([1.0, 2.0]), torch.zeros(2))
     assert set(regression(values, torch.tensor([1.0, 4.0]), values, values).terms) >= {"d_loss_mse"}
 
@@ -219,14 +220,15 @@ def test_optional_terms_are_left_out_at_weight_zero_and_the_second_pass_asked_fo
 @pytest.mark.parametrize(
     "make, match",
     [
-        (
-            lambda: losses.GeneratorLoss("feature_matchin"),
-            "generator_loss must be one of 'feature_matching', 'sigmoid_kl'",
-        ),
-        (lambda: losses.GeneratorLoss(feature_distance="L1"), "feature_distance must be one of 'absolute', 'squared'"),
-        (lambda: losses.GeneratorLoss(generator_target_prob=1.2), "generator_target_prob must be a float"),
-        (lambda: losses.DiscriminatorLoss(d_label_smooth=-0.1), "d_label_smooth must be a float"),
-        (lambda: losses.DiscriminatorLoss(unlabeled_weight=-1.0), "unlabeled_weight must be 0 or more"),
+        (lambda: losses.FeatureMatching("L1"), "g_loss.distance must be one of 'absolute', 'squared'"),
+        (lambda: losses.SigmoidKL(target_prob=1.2), "g_loss.target_prob must be a float"),
+        (lambda: losses.DiscriminatorLoss(d_label_smooth=-0.1), "d_loss.d_label_smooth must be a float"),
+        (lambda: losses.DiscriminatorLoss(unlabeled_weight=-1.0), "d_loss.unlabeled_weight must be 0 or more"),
+        (lambda: losses.DiscriminatorLoss(unlabeled_entropy_weight=1.0).for_task(False), "needs classification"),
+        (lambda: losses.DiscriminatorLoss(consistency=PiModel(1.0)).for_task(False), "needs classification"),
+        (lambda: PiModel(weight=0.0), "consistency weight must be > 0"),
+        (lambda: MeanTeacher(decay=1.5), "decay must be a float"),
+        (lambda: losses.DiscriminatorLoss(consistency={"class_path": "os.system"}), "os.system is not a Consistency"),
     ],
 )
 def test_loss_options_are_refused_by_name_when_the_loss_is_built(make, match):
@@ -236,9 +238,31 @@ def test_loss_options_are_refused_by_name_when_the_loss_is_built(make, match):
 
 def test_generator_loss_sigmoid_kl_and_feature_matching():
     fake_gan = torch.tensor([0.0, 2.0], dtype=DOUBLE)
-    kl = losses.GeneratorLoss("sigmoid_kl", generator_target_prob=0.9)(None, None, fake_gan)
+    kl = losses.SigmoidKL(target_prob=0.9)(None, None, fake_gan)
     torch.testing.assert_close(kl.total, sigmoid_kl_with_logits(fake_gan, 0.9).mean())
     real, fake = torch.randn(5, 3, dtype=DOUBLE), torch.randn(7, 3, dtype=DOUBLE)
-    absolute = losses.GeneratorLoss(feature_distance="absolute")(real, fake, None)
+    absolute = losses.FeatureMatching(distance="absolute")(real, fake, None)
     torch.testing.assert_close(absolute.total, (real.mean(0) - fake.mean(0)).abs().mean())
     assert list(absolute.terms) == ["g_loss"]
+
+
+def test_a_part_is_kept_as_its_class_and_arguments_and_rebuilt_from_them():
+    loss = losses.DiscriminatorLoss(
+        0.5, d_label_smooth=0.1, consistency=MeanTeacher(0.3, decay=0.9, pseudo_label_threshold=0.8)
+    )
+    config = config_of(loss)
+    assert config == {
+        "class_path": "lit_ssgan.losses.DiscriminatorLoss",
+        "init_args": {
+            "unlabeled_weight": 0.5,
+            "unlabeled_entropy_weight": 0.0,
+            "d_label_smooth": 0.1,
+            "consistency": {
+                "class_path": "lit_ssgan.consistency.MeanTeacher",
+                "init_args": {"weight": 0.3, "pseudo_label_threshold": 0.8, "decay": 0.9},
+            },
+        },
+    }
+    rebuilt = built(config, losses.DiscriminatorLoss, "d_loss")
+    assert isinstance(rebuilt.consistency, MeanTeacher) and config_of(rebuilt) == config
+    assert rebuilt.weights == loss.weights

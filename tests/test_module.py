@@ -13,9 +13,12 @@ from torch import Tensor
 
 import lit_ssgan.module
 from lit_ssgan import DigitsDataModule, SemiSupervisedGAN, losses
+from lit_ssgan.consistency import MeanTeacher, PiModel
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.gradients import GradientPolicy
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
 from lit_ssgan.models.base import evaluating
+from lit_ssgan.training import Training
 from tests.helpers import StepRecorder, make_model, make_trainer
 
 
@@ -35,7 +38,8 @@ def test_each_step_changes_only_its_own_network(tmp_path):
 
 @pytest.mark.parametrize("algorithm, clip", [("value", 1e-4), ("norm", 1e-3)])
 def test_gradient_clipping_per_network(tmp_path, algorithm, clip):
-    model, recorder = make_model(d_clip_val=clip, g_clip_val=clip * 10, clip_algorithm=algorithm), StepRecorder()
+    model = make_model(d_gradients=GradientPolicy(clip, algorithm), g_gradients=GradientPolicy(clip * 10, algorithm))
+    recorder = StepRecorder()
     make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(model, DigitsDataModule())
     assert len(recorder.steps) == 4
     for name, _, _, grads in recorder.steps:
@@ -47,7 +51,7 @@ def test_gradient_clipping_per_network(tmp_path, algorithm, clip):
 
 def test_gradient_clipping_under_bf16_mixed_precision(tmp_path):
     # bf16 autocast keeps fp32 weights and gradients: the clip must hold on them exactly as in fp32
-    model, recorder = make_model(d_clip_val=1e-3, g_clip_val=1e-2), StepRecorder()
+    model, recorder = make_model(d_gradients=GradientPolicy(1e-3), g_gradients=GradientPolicy(1e-2)), StepRecorder()
     make_trainer(tmp_path, max_steps=2, precision="bf16-mixed", callbacks=[recorder]).fit(model, DigitsDataModule())
     assert [name for name, *_ in recorder.steps] == ["discriminator", "generator"] * 2
     for name, _, _, grads in recorder.steps:
@@ -59,7 +63,9 @@ def test_gradient_clipping_under_bf16_mixed_precision(tmp_path):
 @pytest.mark.parametrize("interval, steps, expected_halvings", [("epoch", 6, 2), ("step", 5, 5)])
 def test_lr_schedulers_are_stepped_by_the_module(tmp_path, interval, steps, expected_halvings):
     step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
-    model = make_model(d_lr_scheduler=step_lr, g_lr_scheduler=step_lr, lr_scheduler_interval=interval)
+    model = make_model(
+        d_lr_scheduler=step_lr, g_lr_scheduler=step_lr, training=Training(lr_scheduler_interval=interval)
+    )
     make_trainer(tmp_path, max_steps=steps).fit(model, DigitsDataModule(batches_per_epoch=3))
     for opt in model.trainer.optimizers:
         assert opt.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.5**expected_halvings)
@@ -82,9 +88,8 @@ def test_explicit_fake_output_is_trained_as_the_fake_class_and_never_predicted(t
         discriminator,
         MLPGenerator((1, 8, 8), hidden=(32,)),
         d_optimizer=partial(torch.optim.SGD, lr=0.1),
-        generator_loss="sigmoid_kl",
-        generator_target_prob=0.9,
-        d_label_smooth=0.1,
+        g_loss=losses.SigmoidKL(target_prob=0.9),
+        d_loss=losses.DiscriminatorLoss(d_label_smooth=0.1),
     )
     fake_row = discriminator.classifier.v[10].detach().clone()
     class_rows = discriminator.classifier.v[:10].detach().clone()
@@ -109,22 +114,25 @@ def test_explicit_fake_output_is_trained_as_the_fake_class_and_never_predicted(t
 @pytest.mark.parametrize(
     "kwargs, match",
     [
-        ({"d_label_smooth": 1.5}, "d_label_smooth"),
-        ({"d_label_smooth": -0.1}, "d_label_smooth"),
-        ({"generator_target_prob": 1.01}, "generator_target_prob"),
-        ({"unlabeled_weight": -1.0}, "unlabeled_weight"),
-        ({"d_clip_val": 0.0}, "d_clip_val"),
+        (lambda: {"d_loss": losses.DiscriminatorLoss(d_label_smooth=1.5)}, "d_label_smooth"),
+        (lambda: {"g_loss": losses.SigmoidKL(target_prob=1.01)}, "target_prob"),
+        (lambda: {"d_gradients": GradientPolicy(clip_val=0.0)}, "clip_val"),
         # a misspelled choice is refused by name, from Python as from the command line
-        ({"generator_loss": "feature_matchin"}, "generator_loss must be one of 'feature_matching', 'sigmoid_kl'"),
-        ({"feature_distance": "L2"}, "feature_distance must be one of 'absolute', 'squared'"),
-        ({"lr_scheduler_interval": "Step"}, "lr_scheduler_interval must be one of 'epoch', 'step'; got 'Step'"),
-        ({"on_nonfinite": "Stop"}, "on_nonfinite must be one of 'stop', 'skip'; got 'Stop'"),
-        ({"clip_algorithm": "Norm"}, "clip_algorithm must be one of 'norm', 'value', 'norm_per_tensor'"),
+        (lambda: {"g_loss": losses.FeatureMatching("L2")}, "distance must be one of 'absolute', 'squared'"),
+        (lambda: {"training": Training(lr_scheduler_interval="Step")}, "lr_scheduler_interval must be one of"),
+        (lambda: {"training": Training(on_nonfinite="Stop")}, "on_nonfinite must be one of 'stop', 'skip'; got 'Stop'"),
+        (lambda: {"training": Training(compile="fast")}, "compile must be one of"),
+        (
+            lambda: {"d_gradients": GradientPolicy(clip_algorithm="Norm")},
+            "clip_algorithm must be one of 'norm', 'value'",
+        ),
+        (lambda: {"g_loss": losses.DiscriminatorLoss()}, "g_loss must be a GeneratorLoss"),
+        (lambda: {"training": {"class_path": "os.system"}}, "Training"),
     ],
 )
 def test_bad_hyperparameters_are_refused_by_name(kwargs, match):
-    with pytest.raises(ConfigError, match=match):
-        make_model(**kwargs)
+    with pytest.raises((ConfigError, TypeError), match=match):
+        make_model(**kwargs())
 
 
 def test_data_dependent_init_runs_once_even_when_the_first_batch_is_skipped(tmp_path, monkeypatch):
@@ -138,7 +146,7 @@ def test_data_dependent_init_runs_once_even_when_the_first_batch_is_skipped(tmp_
             parts, NonFiniteFirst.seen = super().forward(*args, **kwargs), NonFiniteFirst.seen + 1
             return parts._replace(total=parts.total * float("nan")) if NonFiniteFirst.seen == 1 else parts
 
-    model = make_model(data_dependent_init=True, on_nonfinite="skip")
+    model = make_model(training=Training(data_dependent_init=True, on_nonfinite="skip"))
     model.d_loss = NonFiniteFirst()
     with pytest.warns(UserWarning, match="skipped step 0"):
         make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule())
@@ -160,7 +168,6 @@ def regression_model(**kwargs) -> SemiSupervisedGAN:
     return SemiSupervisedGAN(
         MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), regression=True),
         MLPGenerator((1, 8, 8), hidden=(32,)),
-        classification=False,
         d_optimizer=partial(torch.optim.Adam, lr=3e-3, betas=(0.5, 0.999)),
         **kwargs,
     )
@@ -181,9 +188,7 @@ def test_regression_learns_the_grade_and_reports_mae_rmse_and_kappa(tmp_path):
     assert set(tested) == {"test/mae", "test/rmse", "test/kappa"}
 
 
-def test_regression_needs_a_regression_discriminator_and_regression_scores():
-    with pytest.raises(ValueError, match="model.classification is False but the discriminator was built with"):
-        SemiSupervisedGAN(MLPDiscriminator(10, (1, 8, 8)), MLPGenerator((1, 8, 8)), classification=False)
+def test_regression_needs_regression_scores():
     with pytest.raises(ValueError, match=r"model.validation_scores: 'acc' is not a score for regression"):
         regression_model(validation_scores=["mae", "acc"])
 
@@ -213,7 +218,7 @@ def unlabeled_entropy_after(tmp_path, weight: float) -> tuple[float, list[float]
     batches with ``unlabeled_entropy_weight=weight``, and the logged ``train/d_entropy``."""
     torch.manual_seed(0)
     model, dm, logger = (
-        make_model(unlabeled_entropy_weight=weight),
+        make_model(d_loss=losses.DiscriminatorLoss(unlabeled_entropy_weight=weight)),
         DigitsDataModule(),
         CSVLogger(tmp_path / str(weight)),
     )
@@ -234,9 +239,7 @@ def test_the_conditional_entropy_term_makes_the_classifier_commit_on_unlabeled_d
     # minimised, not maximised: 1.46 nats against 1.91 (log 10 = 2.30 is undecided; 2.17 with the sign flipped)
     assert with_term < 0.85 * without
     with pytest.raises(ValueError, match="unlabeled_entropy_weight needs classification"):
-        regression_model(unlabeled_entropy_weight=0.1)
-    with pytest.raises(ValueError, match="unlabeled_entropy_weight must be 0 or more"):
-        make_model(unlabeled_entropy_weight=-1.0)
+        regression_model(d_loss=losses.DiscriminatorLoss(unlabeled_entropy_weight=0.1))
 
 
 def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
@@ -246,7 +249,7 @@ def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
         model = SemiSupervisedGAN(
             MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), input_noise=noise, hidden_noise=noise),
             MLPGenerator((1, 8, 8), hidden=(32,)),
-            unlabeled_consistency_weight=weight,
+            d_loss=losses.DiscriminatorLoss(consistency=PiModel(weight) if weight else None),
         )
         make_trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
         with open(Path(logger.log_dir) / "metrics.csv") as f:
@@ -262,15 +265,13 @@ def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
     noisy, logged = trained(10.0, 0.3)
     assert len(logged) == 3 and all(value > 0 for value in logged)
     assert not torch.allclose(noisy, trained(0.0, 0.3)[0])
-    with pytest.raises(ValueError, match="unlabeled_consistency_weight needs classification"):
-        regression_model(unlabeled_consistency_weight=0.1)
-    with pytest.raises(ValueError, match="unlabeled_consistency_weight must be 0 or more"):
-        make_model(unlabeled_consistency_weight=-1.0)
+    with pytest.raises(ValueError, match="consistency needs classification"):
+        regression_model(d_loss=losses.DiscriminatorLoss(consistency=PiModel(0.1)))
 
 
 def test_the_mean_teacher_is_the_moving_average_of_d_before_each_step_and_gives_the_target(tmp_path):
     decay, recorder = 0.2, StepRecorder()
-    model = make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=decay)
+    model = make_model(d_loss=losses.DiscriminatorLoss(consistency=MeanTeacher(1.0, decay)))
     make_trainer(tmp_path, max_steps=4, callbacks=[recorder]).fit(model, DigitsDataModule())
     assert model.teacher is not None
     # the average of D's weights as each D step found them: a copy at the first, then the warm-up's
@@ -299,21 +300,22 @@ def test_the_mean_teacher_gives_the_consistency_target_and_needs_the_term(tmp_pa
     model = SemiSupervisedGAN(
         MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), input_noise=0.0, hidden_noise=0.0),
         MLPGenerator((1, 8, 8), hidden=(32,)),
-        unlabeled_consistency_weight=1.0,
-        mean_teacher_decay=0.99,
+        d_loss=losses.DiscriminatorLoss(consistency=MeanTeacher(1.0, 0.99)),
     )
     make_trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
     with open(Path(logger.log_dir) / "metrics.csv") as f:
         logged = [float(row["train/d_consistency"]) for row in csv.DictReader(f) if row.get("train/d_consistency")]
     assert len(logged) == 3 and logged[0] == 0.0 and all(value > 0 for value in logged[1:])
-    with pytest.raises(ConfigError, match="mean_teacher_decay needs unlabeled_consistency_weight"):
-        make_model(mean_teacher_decay=0.99)
-    with pytest.raises(ConfigError, match="mean_teacher_decay must be a float in"):
-        make_model(unlabeled_consistency_weight=1.0, mean_teacher_decay=1.5)
+    with pytest.raises(ConfigError, match="mean_teacher decay must be a float in"):
+        MeanTeacher(1.0, decay=1.5)
 
 
 def test_pseudo_label_threshold_reaches_d_s_loss_and_is_checked_there():
-    assert make_model(unlabeled_consistency_weight=1.0, pseudo_label_threshold=0.9).d_loss.pseudo_label_threshold == 0.9
-    assert make_model(unlabeled_consistency_weight=1.0).d_loss.pseudo_label_threshold is None
-    with pytest.raises(ConfigError, match="pseudo_label_threshold needs unlabeled_consistency_weight"):
-        make_model(pseudo_label_threshold=0.9)
+    model = make_model(d_loss=losses.DiscriminatorLoss(consistency=PiModel(1.0, pseudo_label_threshold=0.9)))
+    assert model.d_loss.consistency.pseudo_label_threshold == 0.9
+    assert (
+        make_model(d_loss=losses.DiscriminatorLoss(consistency=PiModel())).d_loss.consistency.pseudo_label_threshold
+        is None
+    )
+    with pytest.raises(ConfigError, match="pseudo_label_threshold must be a float"):
+        PiModel(1.0, pseudo_label_threshold=1.5)

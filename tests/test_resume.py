@@ -39,7 +39,7 @@ def test_resume_from_an_epoch_end_checkpoint_ends_with_the_same_weights_as_a_str
 # 4 batches an epoch: two batches into the second epoch, and after its last batch but before its
 # end (the epoch-end hooks, LR schedulers among them, have not run; the digits config has some)
 BALANCED_REGRESSION = [
-    "--model.classification=false",
+    "--model.discriminator.init_args.regression=true",
     "--data.num_labeled=[14, 4, 4, 4, 4, 4, 4, 4, 4, 4]",
     "--data.balance_ratio=0.9",
 ]
@@ -50,7 +50,8 @@ MNIST_FAST_BF16 = [
     "--trainer.precision=bf16-mixed",
     "--model.discriminator.init_args.pooled_noise=true",
     "--model.discriminator.init_args.input_shift=1",
-    "--model.unlabeled_consistency_weight=0.3",
+    "--model.d_loss.init_args.consistency=lit_ssgan.consistency.PiModel",
+    "--model.d_loss.init_args.consistency.init_args.weight=0.3",
 ]
 
 # random crops: albumentations' own generators, which no global seed reaches
@@ -68,9 +69,17 @@ RANDOM_CROP = [
         ("epoch=1-step=8.ckpt", 4, []),
         ("epoch=1-step=6.ckpt", 2, BALANCED_REGRESSION),  # with class balancing and regression on
         ("epoch=1-step=6.ckpt", 2, MNIST_FAST_BF16),
-        ("epoch=1-step=6.ckpt", 2, [*MNIST_FAST_BF16, "--model.mean_teacher_decay=0.99"]),  # the teacher too
+        (
+            "epoch=1-step=6.ckpt",
+            2,
+            [*MNIST_FAST_BF16, "--model.d_loss.init_args.consistency=lit_ssgan.consistency.MeanTeacher"],
+        ),  # the teacher too
         ("epoch=1-step=6.ckpt", 2, RANDOM_CROP),
-        ("epoch=1-step=6.ckpt", 2, [*MNIST_FAST_BF16, "--model.compile={backend: aot_eager}"]),  # model.compile
+        (
+            "epoch=1-step=6.ckpt",
+            2,
+            [*MNIST_FAST_BF16, "--model.training.compile={backend: aot_eager}"],
+        ),  # training.compile
     ],
 )
 def test_resume_from_a_mid_epoch_checkpoint_continues_with_the_unseen_batches(tmp_path, name, batches_done, extra):

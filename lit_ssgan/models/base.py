@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor, nn
 
 from lit_ssgan.errors import ConfigError
+
+#: layers that need more than one image a batch to train
+BATCH_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
 
 
 class DiscriminatorOutput(NamedTuple):
@@ -106,23 +109,34 @@ def evaluating(*modules: nn.Module) -> Iterator[None]:
             module.train(mode)
 
 
-def check_pair(discriminator: Discriminator, generator: Generator, classification: bool) -> None:
-    """Refuses a discriminator and a generator that cannot be trained together on the task.
+def check_pair(discriminator: Discriminator, generator: Generator) -> None:
+    """Refuses a discriminator and a generator that cannot be trained together.
 
     Raises:
-        ConfigError: if the discriminator's head does not fit ``classification``, or the generator
-            makes images of another shape than the discriminator takes.
+        ConfigError: if the generator makes images of another shape than the discriminator takes.
     """
-    if discriminator.regression == classification:
-        raise ConfigError(
-            f"model.classification is {classification} but the discriminator was built with regression: "
-            f"{discriminator.regression} (the command links them; from Python, pass both)"
-        )
     if discriminator.image_shape != generator.image_shape:
         raise ConfigError(
             f"image_shape differs: the discriminator takes {discriminator.image_shape} but the generator "
             f"makes {generator.image_shape}"
         )
+
+
+def check_data(networks: dict[str, nn.Module], built_for: dict[str, Any], datamodule: Any, stage: str) -> None:
+    """Refuses, before any step, data the networks were not built for: another image shape or
+    number of classes than ``built_for`` holds, or (to fit) batches of one image with batch norm.
+
+    Raises:
+        ConfigError: naming the data's value and the networks'.
+    """
+    for name in ("image_shape", "num_classes"):
+        ours, theirs = built_for[name], getattr(datamodule, name, None)
+        if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
+            raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
+    if stage == "fit" and getattr(datamodule, "hparams", {}).get("batch_size") == 1:
+        for net, network in networks.items():
+            if any(isinstance(m, BATCH_NORMS) for m in network.modules()):
+                raise ConfigError(f"data.batch_size 1: the {net}'s batch norm needs batches of 2 or more images")
 
 
 def _check_image_shape(image_shape: tuple[int, int, int]) -> None:

@@ -1,0 +1,87 @@
+"""The module's parts: how a part configured by ``class_path`` is kept in a checkpoint's plain
+hyperparameters and rebuilt from them."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import inspect
+from typing import Any, TypeVar
+
+from lit_ssgan.errors import ConfigError
+
+T = TypeVar("T")
+
+
+class Part:
+    """A part of the module chosen by ``class_path`` (a loss, a gradient policy, a consistency
+    strategy). It keeps the arguments it was built with (:attr:`init_args`), so that a model built
+    from Python is saved with each part's class and arguments, as one built by the command is."""
+
+    init_args: dict[str, Any]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        init = cls.__dict__.get("__init__")
+        if init is None:
+            return
+
+        @functools.wraps(init)
+        def recording_init(self: Any, *args: Any, **kwargs: Any) -> None:
+            if "init_args" not in self.__dict__:  # the most derived class's constructor records
+                bound = inspect.signature(init).bind(self, *args, **kwargs)
+                bound.apply_defaults()
+                object.__setattr__(self, "init_args", dict(list(bound.arguments.items())[1:]))
+            init(self, *args, **kwargs)
+
+        cls.__init__ = recording_init  # type: ignore[misc]
+
+
+def config_of(value: Any) -> Any:
+    """``value`` as plain data: a :class:`Part` as ``{"class_path", "init_args"}`` (its own parts
+    too), a dataclass as a dict; anything else as it is.
+
+    Example:
+        >>> @dataclasses.dataclass
+        ... class Options:
+        ...     seed: int = 0
+        >>> config_of(Options(seed=3))
+        {'seed': 3}
+    """
+    if isinstance(value, Part):
+        kind = type(value)
+        return {
+            "class_path": f"{kind.__module__}.{kind.__qualname__}",
+            "init_args": {name: config_of(arg) for name, arg in value.init_args.items()},
+        }
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    return value
+
+
+def built(value: T | dict[str, Any] | None, kind: type[T], option: str) -> T | None:
+    """``value``, or the ``kind`` its config (from :func:`config_of`, or the command's
+    ``class_path``/``init_args``) describes. Only a class already imported that is ``kind`` or one
+    of its subclasses is built, so that a checkpoint's hyperparameters cannot run other code.
+
+    Raises:
+        ConfigError: naming ``option``, for a class that is not a ``kind``.
+    """
+    if value is None or isinstance(value, kind):
+        return value
+    if not isinstance(value, dict):
+        raise ConfigError(f"{option} must be a {kind.__name__}, got {type(value).__name__}")
+    if "class_path" not in value:  # a dataclass's fields
+        return kind(**value)
+    class_path = value["class_path"]
+    for candidate in (kind, *_subclasses(kind)):
+        if f"{candidate.__module__}.{candidate.__qualname__}" == class_path or candidate.__name__ == class_path:
+            return candidate(**value.get("init_args", {}))  # type: ignore[no-any-return]
+    raise ConfigError(f"{option}: {class_path} is not a {kind.__name__} (or not imported)")
+
+
+def _subclasses(kind: type) -> list[type]:
+    found = []
+    for sub in kind.__subclasses__():
+        found += [sub, *_subclasses(sub)]
+    return found
