@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim.swa_utils import AveragedModel
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from lit_ssgan.errors import check_probability
 
@@ -18,7 +18,8 @@ Tensors = list[Tensor] | tuple[Tensor, ...]
 def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, Tensor | int], None]:
     """An ``AveragedModel`` ``multi_avg_fn``: ``avg = d * avg + (1 - d) * current`` with
     ``d = min(decay, (1 + n) / (10 + n))`` after ``n`` updates (TensorFlow's
-    ``ExponentialMovingAverage(num_updates=...)``).
+    ``ExponentialMovingAverage(num_updates=...)``); integer tensors (batch norm's step counter)
+    take the current value.
 
     Without the warm-up, an average with the paper's decay of 0.9999 would still hold 30 % of
     the initial weights after 20 MNIST epochs (12 000 steps).
@@ -27,11 +28,11 @@ def ema_with_warmup(decay: float) -> Callable[[Tensors, Tensors, Tensor | int], 
 
     @torch.no_grad()
     def update(averaged: Tensors, current: Tensors, num_averaged: Tensor | int) -> None:
-        n = float(num_averaged)  # an int from ExponentialMovingAverage: no host read
-        d = min(decay, (1.0 + n) / (10.0 + n))
-        if torch.is_floating_point(averaged[0]):
-            torch._foreach_lerp_(list(averaged), list(current), 1.0 - d)
-        else:  # integer buffers (batch norm's step counter): keep the latest
+        if averaged[0].is_floating_point() or averaged[0].is_complex():
+            n = float(num_averaged)  # an int from ExponentialMovingAverage: no host read
+            # torch's EMA at this update's decay: its own has no warm-up (a fixed decay)
+            get_ema_multi_avg_fn(min(decay, (1.0 + n) / (10.0 + n)))(averaged, current, num_averaged)
+        else:  # torch's would average the counter and truncate it, one tensor at a time
             torch._foreach_copy_(list(averaged), list(current))
 
     return update

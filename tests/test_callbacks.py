@@ -1,4 +1,5 @@
-"""The callbacks: the moving average of the weights, the sample grids, the random state."""
+"""The callbacks: the moving average of the weights, the sample grids and summaries, the epoch line,
+the time left, and what they read of the module (lit_ssgan.protocols.GANModule)."""
 
 import logging
 import re
@@ -14,17 +15,18 @@ from lightning.pytorch.loggers import Logger, TensorBoardLogger
 from lit_ssgan import DigitsDataModule
 from lit_ssgan.callbacks import (
     EMA,
+    EpochLine,
     GPUMemoryFraction,
-    RandomState,
     SampleGrid,
     Summaries,
     TimeLeft,
     ema_with_warmup,
     time_left,
 )
-from lit_ssgan.callbacks.served import served_gan
+from lit_ssgan.callbacks.step_counts import DispatchCount
 from lit_ssgan.cli import cli
 from lit_ssgan.models.base import evaluating
+from lit_ssgan.protocols import GANModule, served_gan
 from tests.helpers import StepLosses, digits_args, make_model, make_trainer
 
 
@@ -35,6 +37,12 @@ def test_ema_warmup_weights_recent_steps_early_on():
     averaged = [torch.zeros(3)]
     ema_with_warmup(0.5)(averaged, current, torch.tensor(10_000))  # late: the decay itself
     torch.testing.assert_close(averaged[0], torch.full((3,), 0.5))
+
+
+def test_ema_takes_integer_tensors_as_they_are():
+    averaged = [torch.tensor([3, 5])]  # batch norm's step counter
+    ema_with_warmup(0.9)(averaged, [torch.tensor([7, 9])], 5)
+    assert torch.equal(averaged[0], torch.tensor([7, 9]))
 
 
 def accuracy(model, dataset) -> float:
@@ -90,28 +98,6 @@ def test_sample_grid_refuses_nothing_to_draw(kwargs):
         SampleGrid(**kwargs)
 
 
-def test_random_state_is_checkpointed_and_restored_when_training_resumes(tmp_path):
-    model = make_model()
-    checkpoints = ModelCheckpoint(dirpath=tmp_path, save_last=True)
-    make_trainer(tmp_path, max_steps=2, enable_checkpointing=True, callbacks=[checkpoints]).fit(
-        model, DigitsDataModule()
-    )
-    saved = torch.load(tmp_path / "last.ckpt", weights_only=True)["rng_states"]
-    assert torch.equal(saved["noise"][0], model.noise_rng.get_state())  # one row per process
-
-    resumed, seen = make_model(), {}
-
-    class Peek(RandomState):
-        def on_train_start(self, trainer, pl_module):
-            torch.manual_seed(123)  # whatever happened before training starts is undone
-            super().on_train_start(trainer, pl_module)
-            seen["noise"], seen["torch"] = pl_module.noise_rng.get_state(), torch.get_rng_state()
-
-    resumed.configure_callbacks = lambda: [Peek()]
-    make_trainer(tmp_path, max_steps=3).fit(resumed, DigitsDataModule(), ckpt_path=tmp_path / "last.ckpt")
-    assert torch.equal(seen["noise"], saved["noise"][0]) and torch.equal(seen["torch"], saved["torch"][0])
-
-
 def test_the_epoch_line_prints_tefla_s_summary_after_each_validation(tmp_path, capsys):
     run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--trainer.callbacks+=tests.helpers.StepLosses"))
     (losses,) = [c for c in run.trainer.callbacks if isinstance(c, StepLosses)]
@@ -136,9 +122,34 @@ def test_the_epoch_line_prints_tefla_s_summary_after_each_validation(tmp_path, c
     assert re.fullmatch(r"Epoch 1 \[\(80, 0\) images, +\d+\.\ds\]: t-loss: \d+\.\d{3}", line), line
 
 
-def test_a_callback_refuses_a_module_it_cannot_serve_by_name():
-    with pytest.raises(TypeError, match="SampleGrid serves a SemiSupervisedGAN, not a LightningModule"):
-        served_gan(LightningModule(), SampleGrid())
+def test_the_epoch_line_means_the_finite_losses_without_reading_the_device(capsys):
+    line = EpochLine()
+    reduce = SimpleNamespace(reduce=lambda sums, reduce_op: sums)  # one process
+    trainer = SimpleNamespace(current_epoch=0, progress_bar_callback=None, strategy=reduce)
+    module = SimpleNamespace(device=torch.device("cpu"))
+    batch = {"unlabeled": (torch.zeros(5, 1, 8, 8), torch.zeros(5))}
+    for epoch, losses in enumerate([(1.0, float("nan"), 3.0, float("inf")), (float("nan"),)]):
+        trainer.current_epoch = epoch
+        line.on_train_epoch_start(trainer, module)
+        with DispatchCount() as counted:
+            for loss in losses:
+                line.on_train_batch_end(trainer, module, {"loss": torch.tensor(loss)}, batch, 0)
+        assert counted.reads == 0
+        line.on_train_epoch_end(trainer, module)  # no validation: the line now
+    lines = capsys.readouterr().out.splitlines()
+    assert re.fullmatch(r"Epoch 1 \[\(20, 0\) images, +\d+\.\ds\]: t-loss: 2\.000", lines[0]), lines
+    assert re.fullmatch(r"Epoch 2 \[\(5, 0\) images, +\d+\.\ds\]: t-loss: 0\.000", lines[1]), lines
+
+
+def test_the_module_provides_what_the_callbacks_read_and_another_is_refused_by_name():
+    model = make_model()
+    assert isinstance(model, GANModule) and served_gan(model, SampleGrid()) is model
+    message = (
+        "SampleGrid serves a GAN module (lit_ssgan.protocols.GANModule, such as SemiSupervisedGAN), not a "
+        "LightningModule: it has no discriminator, generator, heads, network_of, val_metrics"
+    )
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        SampleGrid().on_train_epoch_end(SimpleNamespace(sanity_checking=False, current_epoch=0), LightningModule())
 
 
 class RecordingLogger(Logger):
@@ -191,6 +202,23 @@ def test_summaries_every_n_epochs_write_histograms_grad_norms_and_the_grid(tmp_p
     norms = [(step, m) for step, m in logger.metrics if "summaries/d_grad_norm" in m]
     assert [step for step, _ in norms] == [4, 8]  # scalars by global step, like the training scalars
     assert all(m["summaries/d_grad_norm"] > 0 and m["summaries/g_grad_norm"] > 0 for _, m in norms)
+
+
+def test_summaries_grad_norm_is_the_mean_norm_of_all_a_network_s_gradients(tmp_path):
+    seen: dict[str, list[float]] = {"d": [], "g": []}
+
+    class Expected(Callback):  # after Summaries: the same gradients, before the module clips them
+        def on_before_optimizer_step(self, trainer, pl_module, optimizer):
+            grads = [p.grad.flatten() for group in optimizer.param_groups for p in group["params"]]
+            seen[pl_module.network_of(optimizer)[0]].append(torch.linalg.vector_norm(torch.cat(grads)).item())
+
+    logger = RecordingLogger()
+    trainer = make_trainer(tmp_path, max_steps=-1, max_epochs=1, logger=logger, callbacks=[Summaries(4), Expected()])
+    trainer.fit(make_model(), DigitsDataModule(batches_per_epoch=3))  # under 40 batches: every step measured
+    (norms,) = [m for _, m in logger.metrics if "summaries/d_grad_norm" in m]
+    assert len(seen["d"]) == len(seen["g"]) == 3
+    for net, values in seen.items():
+        assert norms[f"summaries/{net}_grad_norm"] == pytest.approx(sum(values) / 3, rel=1e-5)
 
 
 def test_gpu_memory_fraction_caps_each_cuda_device_and_only_notes_a_cpu_run(monkeypatch, caplog):

@@ -8,7 +8,6 @@ from lit_ssgan.callbacks.epoch_line import EpochLine
 from lit_ssgan.callbacks.gpu_memory import GPUMemoryFraction
 from lit_ssgan.callbacks.labeled_examples import LabeledExamples
 from lit_ssgan.callbacks.preemption import Preemption
-from lit_ssgan.callbacks.random_state import RandomState
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.callbacks.samples import SampleGrid
 from lit_ssgan.callbacks.step_counts import StepCounts
@@ -21,7 +20,6 @@ __all__ = [
     "GPUMemoryFraction",
     "LabeledExamples",
     "Preemption",
-    "RandomState",
     "RunFolderCleanup",
     "SampleGrid",
     "StepCounts",

@@ -11,7 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
-from lit_ssgan.callbacks.served import served_gan
+from lit_ssgan.protocols import served_gan
 
 
 class EpochLine(Callback):
@@ -20,10 +20,10 @@ class EpochLine(Callback):
         Epoch 3 [(1300, 200) images, 1.4s]: t-loss: 1.234, v-loss: 0.085, acc: 0.915, error: 0.085
 
     ``t-loss`` is the epoch's mean discriminator loss (what ``training_step`` returns) over the
-    batches where it is finite (summed on the device: no host read a batch); ``v-loss`` the validation top-1 error
-    (regression: the RMSE); then each validation score. An epoch without validation gets the line
-    at its end, without them. The image counts are the unlabeled
-    training images and the validation images of the epoch, over all processes; the time runs
+    batches where it is finite (0 if none was; summed on the device: no host read a batch);
+    ``v-loss`` the validation top-1 error (regression: the RMSE); then each validation score. An
+    epoch without validation gets the line at its end, without them. The image counts are the
+    unlabeled training images and the validation images of the epoch, over all processes; the time runs
     from the start of the epoch's training to the end of its validation. The ``lit-ssgan fit``
     command adds it (``--epoch_line false`` leaves it out).
     """
@@ -44,6 +44,8 @@ class EpochLine(Callback):
     ) -> None:
         self._train_images += len(batch["unlabeled"][0])
         if isinstance(outputs, dict) and "loss" in outputs:  # no host sync: summed on the device
+            # by hand: torchmetrics' MeanMetric drops the weights (the finite flags) under nan_strategy
+            # "disable", and its other strategies index by a mask (a host read)
             loss = outputs["loss"].double()
             finite = torch.isfinite(loss)
             self._d_loss = torch.stack([torch.where(finite, loss, 0.0), finite.double()]) + self._d_loss

@@ -21,10 +21,10 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 import lit_ssgan
-from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.checkpoint import atomic_file, non_plain_hparams, write_atomically, write_json
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.protocols import served_gan
 
 
 def run_record(trainer: lightning.Trainer) -> dict[str, Any]:
@@ -141,9 +141,9 @@ class TestReport(Callback):
 
     def on_test_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self.matrix = None
-        gan = served_gan(pl_module, self)
-        if gan.hparams["classification"]:
-            self.matrix = MulticlassConfusionMatrix(gan.discriminator.num_classes).to(gan.device)
+        discriminator = served_gan(pl_module, self).discriminator
+        if not discriminator.regression:
+            self.matrix = MulticlassConfusionMatrix(discriminator.num_classes).to(pl_module.device)
 
     def on_test_batch_end(
         self,

@@ -9,9 +9,9 @@ import lightning
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 
-from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.errors import check_positive
 from lit_ssgan.images import make_grid, save_grid
+from lit_ssgan.protocols import served_gan
 
 
 class SampleGrid(Callback):

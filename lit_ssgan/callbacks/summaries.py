@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import lightning
 import torch
@@ -10,11 +10,8 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from lit_ssgan.callbacks.samples import SampleGrid
-from lit_ssgan.callbacks.served import served_gan
 from lit_ssgan.models.base import evaluating
-
-if TYPE_CHECKING:
-    from lit_ssgan.module import SemiSupervisedGAN
+from lit_ssgan.protocols import GANModule, served_gan
 
 
 class Summaries(SampleGrid):
@@ -46,7 +43,7 @@ class Summaries(SampleGrid):
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         self._norms = {"d": [], "g": []}
-        # the norms of about 20 steps an epoch make the mean, so that summaries cost no speed
+        # the mean is over about 20 evenly spaced steps an epoch, not every step
         batches = trainer.num_training_batches
         self._stride = max(1, int(batches) // 20) if batches != float("inf") else 1
 
@@ -59,9 +56,9 @@ class Summaries(SampleGrid):
         if not self._measure:
             return
         grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-        if grads:
+        if grads:  # on the device (Lightning's grad_norm reads each parameter's norm to the host)
             net = served_gan(pl_module, self).network_of(optimizer)[0]
-            self._norms[net].append(torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads))).detach())
+            self._norms[net].append(torch.nn.utils.get_total_norm(grads))
 
     def on_train_batch_end(
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
@@ -88,7 +85,7 @@ class Summaries(SampleGrid):
 
     @staticmethod
     @torch.no_grad()
-    def _p_real(gan: SemiSupervisedGAN, unlabeled: Tensor) -> dict[str, Tensor]:
+    def _p_real(gan: GANModule, unlabeled: Tensor) -> dict[str, Tensor]:
         generated = gan.generator.sample_images(len(unlabeled), seed=1).to(unlabeled.dtype)
         with evaluating(gan.discriminator):
             return {
