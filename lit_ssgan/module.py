@@ -86,9 +86,10 @@ class SemiSupervisedGAN(LightningModule):
             self.save_hyperparameters()
         # Under LightningCLI the hparams hold the config; from Python, the objects: each part is
         # kept as its class and arguments, and networks and optimizers are left out.
-        self.hparams.update({name: config_of(value) for name, value in self.hparams.items()})
-        for name in non_plain_hparams(dict(self.hparams)):
-            del self.hparams[name]
+        saved = {name: config_of(value) for name, value in self.hparams.items()}
+        left_out = non_plain_hparams(saved)
+        self.hparams.clear()
+        self.hparams.update({name: value for name, value in saved.items() if name not in left_out})
         self.automatic_optimization = False
         self.discriminator, self.generator = discriminator, generator
         self.d_loss = (built(d_loss, DiscriminatorLoss, "d_loss") or DiscriminatorLoss()).for_task(self.classification)

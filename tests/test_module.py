@@ -2,6 +2,7 @@
 step counting, evaluation, and refusals."""
 
 import csv
+import inspect
 from functools import partial
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from lit_ssgan.errors import ConfigError
 from lit_ssgan.gradients import GradientPolicy
 from lit_ssgan.models import MLPDiscriminator, MLPGenerator
 from lit_ssgan.models.base import evaluating
+from lit_ssgan.parts import config_of
 from lit_ssgan.training import Training
 from tests.helpers import StepRecorder, make_model, make_trainer
 
@@ -319,3 +321,65 @@ def test_pseudo_label_threshold_reaches_d_s_loss_and_is_checked_there():
     )
     with pytest.raises(ConfigError, match="pseudo_label_threshold must be a float"):
         PiModel(1.0, pseudo_label_threshold=1.5)
+
+
+def test_the_constructor_takes_parts_not_their_options():
+    parameters = inspect.signature(SemiSupervisedGAN.__init__).parameters
+    assert len(parameters) - 1 <= 12  # without self
+    assert "hparams[" not in inspect.getsource(lit_ssgan.module)  # each part holds its own options
+
+
+def saved_from_python(tmp_path) -> tuple[Path, SemiSupervisedGAN]:
+    model = make_model(
+        d_loss=losses.DiscriminatorLoss(0.5, d_label_smooth=0.1, consistency=MeanTeacher(0.3, decay=0.9)),
+        g_loss=losses.SigmoidKL(target_prob=0.8),
+        d_gradients=GradientPolicy(1.0, "value", {"hidden.0.*": 0.5}),
+        g_gradients=GradientPolicy(clip_algorithm="value"),  # before 0.2.0 the networks shared one
+        validation_scores=["acc", "kappa"],
+        training=Training(on_nonfinite="skip", lr_scheduler_interval="step"),
+    )
+    trainer = make_trainer(tmp_path, max_steps=1, enable_checkpointing=True)
+    trainer.fit(model, DigitsDataModule())
+    trainer.save_checkpoint(tmp_path / "model.ckpt")
+    return tmp_path / "model.ckpt", model
+
+
+def parts_of(model: SemiSupervisedGAN) -> dict:
+    gradients = {net: config_of(policy) for net, policy in model.gradients.items()}
+    return {"d": config_of(model.d_loss), "g": config_of(model.g_loss), **gradients, "t": model.training_options}
+
+
+def test_a_model_built_from_python_is_loaded_with_its_parts(tmp_path):
+    path, model = saved_from_python(tmp_path)
+    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": MLPGenerator((1, 8, 8), hidden=(32,))}
+    loaded = SemiSupervisedGAN.load_from_checkpoint(path, **networks)
+    assert parts_of(loaded) == parts_of(model) and set(loaded.val_metrics) == {"val/acc", "val/kappa"}
+    assert loaded.teacher is not None and torch.equal(
+        loaded.teacher.module.classifier.v, model.teacher.module.classifier.v
+    )
+
+
+def test_a_checkpoint_of_the_flat_options_before_0_2_0_is_loaded_with_them_mapped(tmp_path):
+    path, model = saved_from_python(tmp_path)
+    checkpoint = torch.load(path, weights_only=True)
+    checkpoint["hyper_parameters"] = {  # what lit_ssgan 0.1.0 saved for the same model
+        "unlabeled_weight": 0.5,
+        "d_label_smooth": 0.1,
+        "unlabeled_consistency_weight": 0.3,
+        "mean_teacher_decay": 0.9,
+        "generator_loss": "sigmoid_kl",
+        "generator_target_prob": 0.8,
+        "feature_distance": "squared",
+        "d_clip_val": 1.0,
+        "clip_algorithm": "value",
+        "d_gradient_multipliers": {"hidden.0.*": 0.5},
+        "classification": True,
+        "validation_scores": ["acc", "kappa"],
+        "on_nonfinite": "skip",
+        "lr_scheduler_interval": "step",
+        "compile": None,
+    }
+    torch.save(checkpoint, tmp_path / "old.ckpt")
+    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": MLPGenerator((1, 8, 8), hidden=(32,))}
+    loaded = SemiSupervisedGAN.load_from_checkpoint(tmp_path / "old.ckpt", **networks)
+    assert parts_of(loaded) == parts_of(model)
