@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+import torch
 from torch import Tensor
 from torchmetrics import Metric, MetricCollection
 from torchmetrics.classification import (
@@ -15,6 +16,7 @@ from torchmetrics.classification import (
 from torchmetrics.regression import MeanAbsoluteError, MeanSquaredError
 
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.losses import Heads, LossParts
 
 
 class RoundedKappa(MulticlassCohenKappa):
@@ -76,3 +78,30 @@ def validation_scores(
             f"{task}; choose from {', '.join(available)}"
         )
     return MetricCollection({name: available[name](num_classes) for name in dict.fromkeys(names)})
+
+
+def training_logs(
+    d_loss: LossParts,
+    g_loss: LossParts,
+    heads: dict[str, Heads],
+    labels: Tensor,
+    classification: bool,
+    rates: dict[str, float],
+    skipped: int,
+) -> dict[str, Tensor | float]:
+    """What a training step logs: each loss term (``train/<term>``), the labeled batch's accuracy
+    (regression: mean absolute error), D's mean P(real) on the unlabeled and generated images, each
+    network's learning rate (``rates``: ``d`` and ``g``) and the batches skipped so far."""
+    predicted = heads["labeled"].predicted
+    if classification:
+        labeled = {"train/acc": (predicted.argmax(1) == labels).float().mean()}
+    else:
+        labeled = {"train/mae": (predicted - labels).abs().mean()}
+    return {
+        **{f"train/{name}": value for name, value in {**d_loss.terms, **g_loss.terms}.items()},
+        **labeled,
+        "train/d_real": torch.sigmoid(heads["unlabeled"].gan).mean(),
+        "train/d_fake": torch.sigmoid(heads["fake"].gan).mean(),
+        **{f"train/{net}_lr": rate for net, rate in rates.items()},
+        "train/skipped_steps": float(skipped),
+    }

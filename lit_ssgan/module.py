@@ -24,9 +24,10 @@ from lit_ssgan.gradients import GradientPolicy
 from lit_ssgan.internals import step_not_counted
 from lit_ssgan.losses import DiscriminatorLoss, FeatureMatching, GeneratorLoss, Heads, LossParts
 from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
+from lit_ssgan.metrics import training_logs
 from lit_ssgan.metrics import validation_scores as make_scores
 from lit_ssgan.models import Discriminator, Generator
-from lit_ssgan.models.base import check_data, check_pair
+from lit_ssgan.models.base import built_for, check_data, check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 from lit_ssgan.parts import built, config_of
 from lit_ssgan.training import Training, from_flat_options
@@ -87,19 +88,20 @@ class SemiSupervisedGAN(LightningModule):
         # Under LightningCLI the hparams hold the config; from Python, the objects: each part is
         # kept as its class and arguments, and networks and optimizers are left out.
         saved = {name: config_of(value) for name, value in self.hparams.items()}
-        left_out = non_plain_hparams(saved)
         self.hparams.clear()
-        self.hparams.update({name: value for name, value in saved.items() if name not in left_out})
+        self.hparams.update({name: saved[name] for name in saved if name not in non_plain_hparams(saved)})
         self.automatic_optimization = False
         self.discriminator, self.generator = discriminator, generator
         self.d_loss = (built(d_loss, DiscriminatorLoss, "d_loss") or DiscriminatorLoss()).for_task(self.classification)
         self.g_loss = built(g_loss, GeneratorLoss, "g_loss") or FeatureMatching()
-        self.gradients = {
-            net: (built(policy, GradientPolicy, f"{net[0]}_gradients") or GradientPolicy()).bind(
-                getattr(self, net), f"model.{net[0]}_gradients"
+        self.gradients = {}
+        for net, policy, option in (
+            ("discriminator", d_gradients, "d_gradients"),
+            ("generator", g_gradients, "g_gradients"),
+        ):
+            self.gradients[net] = (built(policy, GradientPolicy, option) or GradientPolicy()).bind(
+                getattr(self, net), f"model.{option}"
             )
-            for net, policy in (("discriminator", d_gradients), ("generator", g_gradients))
-        }
         self.training_options = built(training, Training, "training") or Training()
         self.compile_options = self.training_options.compile_options
         consistency = self.d_loss.consistency
@@ -134,26 +136,14 @@ class SemiSupervisedGAN(LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
-        check_data(
-            {"discriminator": self.discriminator, "generator": self.generator}, self._data(), self._datamodule(), stage
-        )
-
-    def _datamodule(self) -> Any:
-        try:
-            return getattr(self.trainer, "datamodule", None)
-        except RuntimeError:  # not attached to a Trainer: load_from_checkpoint
-            return None
+        check_data({"discriminator": self.discriminator, "generator": self.generator}, self.trainer.datamodule, stage)
 
     def _data(self) -> dict[str, Any]:
-        """What the networks were built for, and the data module feeding them (if any)."""
-        datamodule = self._datamodule()
-        return {
-            "datamodule": type(datamodule).__name__ if datamodule is not None else None,
-            "image_shape": self.discriminator.image_shape,
-            "num_classes": self.discriminator.num_classes,
-            "class_names": getattr(datamodule, "class_names", None),
-            "classification": self.classification,
-        }
+        try:
+            datamodule = getattr(self.trainer, "datamodule", None)
+        except RuntimeError:  # not attached to a Trainer: load_from_checkpoint
+            datamodule = None
+        return built_for(self.discriminator, datamodule)
 
     def make_optimizers(self) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer]:
         """The discriminator's and the generator's optimizers, from the configured factories."""
@@ -219,7 +209,9 @@ class SemiSupervisedGAN(LightningModule):
             self._step_schedulers()
         if log_now:
             self.guard.check()
-            self._log_training(d_loss, g_loss, heads, y_lab, d_opt, g_opt)
+            rates = {net: opt.param_groups[0]["lr"] for net, opt in (("d", d_opt), ("g", g_opt))}
+            logs = training_logs(d_loss, g_loss, heads, y_lab, self.classification, rates, self.guard.skipped)
+            self.log_dict(logs, sync_dist=self.trainer.world_size > 1)
         return d_loss.total.detach()
 
     def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
@@ -291,26 +283,6 @@ class SemiSupervisedGAN(LightningModule):
         every: int = getattr(self.trainer, "log_every_n_steps", 0)
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
-    def _log_training(
-        self, d_loss: LossParts, g_loss: LossParts, heads: dict[str, Heads], labels: Tensor, *opts: Any
-    ) -> None:
-        predicted = heads["labeled"].predicted
-        if self.classification:
-            labeled = {"train/acc": (predicted.argmax(1) == labels).float().mean()}
-        else:
-            labeled = {"train/mae": (predicted - labels).abs().mean()}
-        self.log_dict(
-            {
-                **{f"train/{name}": value for name, value in {**d_loss.terms, **g_loss.terms}.items()},
-                **labeled,
-                "train/d_real": torch.sigmoid(heads["unlabeled"].gan).mean(),
-                "train/d_fake": torch.sigmoid(heads["fake"].gan).mean(),
-                **{f"train/{net}_lr": opt.param_groups[0]["lr"] for net, opt in zip("dg", opts, strict=True)},
-                "train/skipped_steps": float(self.guard.skipped),
-            },
-            sync_dist=self.trainer.world_size > 1,
-        )
-
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         # Here the AMP scaler has already unscaled the gradients (not so in training_step).
         net = self.network_of(optimizer)
@@ -345,10 +317,8 @@ class SemiSupervisedGAN(LightningModule):
             options.data_dependent_init and not options.weights_from and fresh and self.global_step == 0
         )
         if self.compile_options is not None:  # discriminator_losses and generator_losses call these from now on
-            self._compiled = {
-                "discriminator": torch.compile(self._discriminator_losses, **self.compile_options),
-                "generator": torch.compile(self._generator_losses, **self.compile_options),
-            }
+            losses_of = {"discriminator": self._discriminator_losses, "generator": self._generator_losses}
+            self._compiled = {net: torch.compile(compute, **self.compile_options) for net, compute in losses_of.items()}
 
     def on_train_start(self) -> None:
         if self._rng_states is not None and self.noise_rng is not None:  # exact resume: after the sanity check

@@ -122,15 +122,29 @@ def check_pair(discriminator: Discriminator, generator: Generator) -> None:
         )
 
 
-def check_data(networks: dict[str, nn.Module], built_for: dict[str, Any], datamodule: Any, stage: str) -> None:
-    """Refuses, before any step, data the networks were not built for: another image shape or
-    number of classes than ``built_for`` holds, or (to fit) batches of one image with batch norm.
+def built_for(discriminator: Discriminator, datamodule: Any = None) -> dict[str, Any]:
+    """What the networks were built for, and the data module feeding them (if any): a checkpoint's
+    ``data`` record."""
+    return {
+        "datamodule": type(datamodule).__name__ if datamodule is not None else None,
+        "image_shape": discriminator.image_shape,
+        "num_classes": discriminator.num_classes,
+        "class_names": getattr(datamodule, "class_names", None),
+        "classification": not discriminator.regression,
+    }
+
+
+def check_data(networks: dict[str, nn.Module], datamodule: Any, stage: str) -> None:
+    """Refuses, before any step, data the networks (``discriminator`` and ``generator``) were not
+    built for: another image shape or number of classes, or (to fit) batches of one image with
+    batch norm.
 
     Raises:
         ConfigError: naming the data's value and the networks'.
     """
+    ours_all = built_for(networks["discriminator"])  # type: ignore[arg-type]
     for name in ("image_shape", "num_classes"):
-        ours, theirs = built_for[name], getattr(datamodule, name, None)
+        ours, theirs = ours_all[name], getattr(datamodule, name, None)
         if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
             raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
     if stage == "fit" and getattr(datamodule, "hparams", {}).get("batch_size") == 1:
