@@ -6,7 +6,7 @@ import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from lightning.pytorch import LightningModule
@@ -30,11 +30,11 @@ from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.base import built_for, check_data, check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 from lit_ssgan.parts import built, config_of
+from lit_ssgan.protocols import GANModule, Network
 from lit_ssgan.training import Training, from_flat_options
 
 #: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G)
 TrainingBatch = dict[str, Batch]
-Network = Literal["discriminator", "generator"]
 
 
 class SemiSupervisedGAN(LightningModule):
@@ -125,7 +125,7 @@ class SemiSupervisedGAN(LightningModule):
         return not self.discriminator.regression
 
     @classmethod
-    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, for checkpoints of lit_ssgan before 0.2.0 too (their options mapped to parts)."""
         checkpoint = load_checkpoint_file(checkpoint_path)
         upgraded = from_flat_options(checkpoint.get("hyper_parameters") or {})
@@ -136,7 +136,8 @@ class SemiSupervisedGAN(LightningModule):
         return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def setup(self, stage: str) -> None:
-        check_data({"discriminator": self.discriminator, "generator": self.generator}, self.trainer.datamodule, stage)
+        networks = {"discriminator": self.discriminator, "generator": self.generator}
+        check_data(networks, getattr(self.trainer, "datamodule", None), stage)
 
     def _data(self) -> dict[str, Any]:
         try:
@@ -317,8 +318,11 @@ class SemiSupervisedGAN(LightningModule):
             options.data_dependent_init and not options.weights_from and fresh and self.global_step == 0
         )
         if self.compile_options is not None:  # discriminator_losses and generator_losses call these from now on
-            losses_of = {"discriminator": self._discriminator_losses, "generator": self._generator_losses}
-            self._compiled = {net: torch.compile(compute, **self.compile_options) for net, compute in losses_of.items()}
+            compute: dict[Network, Any] = {
+                "discriminator": self._discriminator_losses,
+                "generator": self._generator_losses,
+            }
+            self._compiled = {net: torch.compile(fn, **self.compile_options) for net, fn in compute.items()}
 
     def on_train_start(self) -> None:
         if self._rng_states is not None and self.noise_rng is not None:  # exact resume: after the sanity check
@@ -368,3 +372,7 @@ class SemiSupervisedGAN(LightningModule):
     def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
         """``(N, K)`` class probabilities (regression: ``(N,)`` values)."""
         return self(batch[0]).softmax(dim=1) if self.classification else self(batch[0])
+
+
+if TYPE_CHECKING:  # the module is what the callbacks take it for
+    _fits: type[GANModule] = SemiSupervisedGAN

@@ -34,7 +34,7 @@ class Part:
                 object.__setattr__(self, "init_args", dict(list(bound.arguments.items())[1:]))
             init(self, *args, **kwargs)
 
-        cls.__init__ = recording_init  # type: ignore[misc]
+        cls.__init__ = recording_init  # type: ignore[method-assign]
 
 
 def config_of(value: Any) -> Any:
@@ -76,12 +76,13 @@ def built(value: T | dict[str, Any] | None, kind: type[T], option: str) -> T | N
     class_path = value["class_path"]
     for candidate in (kind, *_subclasses(kind)):
         if f"{candidate.__module__}.{candidate.__qualname__}" == class_path or candidate.__name__ == class_path:
-            return candidate(**value.get("init_args", {}))  # type: ignore[no-any-return]
+            return candidate(**value.get("init_args", {}))
     raise ConfigError(f"{option}: {class_path} is not a {kind.__name__} (or not imported)")
 
 
 def _subclasses(kind: type) -> list[type]:
-    found = []
-    for sub in kind.__subclasses__():
-        found += [sub, *_subclasses(sub)]
+    found: list[type] = []
+    direct: list[type] = kind.__subclasses__()
+    for subclass in direct:
+        found += [subclass, *_subclasses(subclass)]
     return found
