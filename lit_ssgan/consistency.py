@@ -14,6 +14,7 @@ entropy against the target's most probable class where it is that sure
 
 from __future__ import annotations
 
+from jsonargparse.typing import ClosedUnitInterval, PositiveFloat
 from torch import nn
 
 from lit_ssgan.averaging import ExponentialMovingAverage
@@ -33,7 +34,7 @@ class Consistency(Part):
     #: whether the target comes from a teacher network (else: from the discriminator's second pass)
     uses_teacher = False
 
-    def __init__(self, weight: float = 1.0, pseudo_label_threshold: float | None = None) -> None:
+    def __init__(self, weight: PositiveFloat = 1.0, pseudo_label_threshold: ClosedUnitInterval | None = None) -> None:
         super().__init__()
         if not isinstance(weight, (int, float)) or weight <= 0:
             raise ConfigError(f"consistency weight must be > 0 (leave consistency out to turn it off), got {weight!r}")
@@ -66,7 +67,12 @@ class MeanTeacher(Consistency):
 
     uses_teacher = True
 
-    def __init__(self, weight: float = 1.0, decay: float = 0.99, pseudo_label_threshold: float | None = None) -> None:
+    def __init__(
+        self,
+        weight: PositiveFloat = 1.0,
+        decay: ClosedUnitInterval = 0.99,
+        pseudo_label_threshold: ClosedUnitInterval | None = None,
+    ) -> None:
         super().__init__(weight, pseudo_label_threshold)
         self.decay = check_probability("mean_teacher decay", decay)
 

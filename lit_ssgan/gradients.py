@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Literal, get_args
 
 import torch
+from jsonargparse.typing import PositiveFloat
 from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
@@ -33,7 +34,7 @@ class GradientPolicy(Part):
 
     def __init__(
         self,
-        clip_val: float | None = None,
+        clip_val: PositiveFloat | None = None,
         clip_algorithm: ClipAlgorithm = "norm",
         multipliers: dict[str, float] | None = None,
     ) -> None:

@@ -21,6 +21,7 @@ from typing import Literal, NamedTuple, get_args
 
 import torch
 import torch.nn.functional as F
+from jsonargparse.typing import ClosedUnitInterval, NonNegativeFloat
 from torch import Tensor, nn
 
 from lit_ssgan.consistency import Consistency
@@ -246,9 +247,9 @@ class DiscriminatorLoss(Part, nn.Module):
 
     def __init__(
         self,
-        unlabeled_weight: float = 1.0,
-        unlabeled_entropy_weight: float = 0.0,
-        d_label_smooth: float = 0.0,
+        unlabeled_weight: NonNegativeFloat = 1.0,
+        unlabeled_entropy_weight: NonNegativeFloat = 0.0,
+        d_label_smooth: ClosedUnitInterval = 0.0,
         consistency: Consistency | None = None,
     ) -> None:
         super().__init__()
@@ -357,7 +358,7 @@ class SigmoidKL(GeneratorLoss):
         target_prob: the P(real) the generator aims for.
     """
 
-    def __init__(self, target_prob: float = 1.0) -> None:
+    def __init__(self, target_prob: ClosedUnitInterval = 1.0) -> None:
         super().__init__()
         self.target_prob = check_probability("g_loss.target_prob", target_prob)
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal, get_args
 
+from jsonargparse.typing import PositiveFloat
+
 from lit_ssgan.compiling import CompileOption, compile_options
 from lit_ssgan.divergence import OnNonFinite
 from lit_ssgan.errors import ConfigError, check_choice, check_positive
@@ -40,7 +42,7 @@ class Training:
     """
 
     lr_scheduler_interval: SchedulerInterval = "epoch"
-    resume_lr: float | None = None
+    resume_lr: PositiveFloat | None = None
     data_dependent_init: bool = False
     weights_from: str | None = None
     on_nonfinite: OnNonFinite = "stop"
