@@ -1,5 +1,7 @@
 import csv
 import gzip
+import hashlib
+import json
 import os
 from types import SimpleNamespace
 
@@ -17,7 +19,8 @@ from lit_ssgan.data import (
     SemiSupervisedDataModule,
     read_idx,
 )
-from lit_ssgan.data.datamodule import PREFETCH_FACTOR, UNKNOWN_LABEL, auto_workers
+from lit_ssgan.data.datamodule import UNKNOWN_LABEL
+from lit_ssgan.data.loaders import PREFETCH_FACTOR, auto_workers
 from lit_ssgan.data.record import write_record
 from lit_ssgan.errors import ConfigError, MissingFileError
 
@@ -329,6 +332,26 @@ def test_digits_split():
     assert len(dm.test) == 500 and len(dm.labeled) == 50 and len(dm.val) == 200
     assert len(dm.unlabeled) == 1797 - 500 - 200
     assert np.asarray(dm.test.images).max() == 255
+
+
+@pytest.mark.parametrize(
+    "options, record, unlabeled",
+    [
+        ({}, "2ce8d32d30fcfc0a", "c8021d1275ae6ebd"),
+        (
+            {"data_seed": 7, "num_labeled": [2, 8] + [5] * 8, "val_size": 100, "unlabeled_includes_labeled": False},
+            "f4467bf114db4f8b",
+            "6cd46156e373ec65",
+        ),
+    ],
+)
+def test_the_digits_data_module_serves_the_split_it_served_before_the_split_moved_out(options, record, unlabeled):
+    # digests of the record (labeled and validation examples, in order) and of the unlabeled images in
+    # their order, as the data module gave them at commit d4b8dac (the split still inside it)
+    dm = DigitsDataModule(**options)
+    dm.setup("fit")
+    assert hashlib.sha256(json.dumps(dm.labeled_examples).encode()).hexdigest()[:16] == record
+    assert hashlib.sha256(np.asarray(dm.unlabeled.images).tobytes()).hexdigest()[:16] == unlabeled
 
 
 def test_ddp_processes_share_each_epoch_and_together_make_one_pass():

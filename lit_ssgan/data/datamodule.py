@@ -3,47 +3,29 @@ loaders out."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any, Literal
 
 import albumentations as A
 import numpy as np
 import torch
-from lightning.fabric.utilities.data import suggested_max_num_workers
 from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
-from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows, collate_batch
-from lit_ssgan.data.loaders import ResumableDataLoader
-from lit_ssgan.data.record import Record, read_record
-from lit_ssgan.data.samplers import EpochSampler, class_weights
-from lit_ssgan.errors import ConfigError, check_non_negative, check_positive, check_probability
+from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows
+from lit_ssgan.data.loaders import check_num_workers, make_loader, training_loaders
+from lit_ssgan.data.record import Record, make_record, read_record
+from lit_ssgan.data.split import (
+    Split,
+    check_balance_options,
+    check_labeled_options,
+    class_name,
+    draw_split,
+    labeled_weights,
+    replay_split,
+)
+from lit_ssgan.errors import ConfigError, check_non_negative, check_positive
 
 UNKNOWN_LABEL = -1
-
-#: batches each loader worker keeps ready (the DataLoader's own default, set here so a reader sees
-#: it): with workers sized to the machine the queue holds two batches a worker, enough to ride out
-#: one slow batch; more would only hold more pinned memory
-PREFETCH_FACTOR = 2
-
-
-def auto_workers(device: str, processes_per_node: int, streams: int) -> int:
-    """What ``num_workers: auto`` gives each of ``streams`` loaders that are read at once, in a run on
-    ``device`` (``"cpu"``, ``"cuda"``, ...) with ``processes_per_node`` processes on this machine.
-
-    On a CPU, 0: the training step's threads take every core, and a worker would compete with them.
-    Elsewhere the cores this process may run on (``os.sched_getaffinity``), shared among the
-    machine's processes less one for each (Lightning's ``suggested_max_num_workers``), then shared
-    among the streams, at least one each.
-
-    Example:
-        >>> auto_workers("cpu", processes_per_node=1, streams=3)
-        0
-    """
-    if device == "cpu":
-        return 0
-    return max(1, suggested_max_num_workers(processes_per_node) // streams)
 
 
 class SemiSupervisedDataModule(LightningDataModule):
@@ -63,9 +45,9 @@ class SemiSupervisedDataModule(LightningDataModule):
     Subclasses set ``num_classes`` and ``image_shape`` (before calling this ``__init__``, which
     checks the options against them) and implement :meth:`load_train_pool` and
     :meth:`load_test_set`; where their data comes in other parts, :meth:`load_val_set`,
-    :meth:`load_unlabeled` and :meth:`predict_dataset`. The split itself is this class's alone, and
-    it copies no image: its parts are rows of the images the subclass gave (:class:`ImageRows`),
-    gathered a batch at a time.
+    :meth:`load_unlabeled` and :meth:`predict_dataset`. The split itself is this class's alone
+    (:mod:`lit_ssgan.data.split`), and it copies no image: its parts are rows of the images the
+    subclass gave (:class:`ImageRows`), gathered a batch at a time.
 
     Args:
         num_labeled: labeled training examples, split evenly across classes; or a list, the
@@ -155,43 +137,13 @@ class SemiSupervisedDataModule(LightningDataModule):
         for name in ("batch_size", "eval_batch_size", "batches_per_epoch"):
             check_positive(name, hp[name], optional=name == "batches_per_epoch")
         check_non_negative("val_size", hp["val_size"])
-        workers = hp["num_workers"]
-        if workers != "auto" and (isinstance(workers, bool) or not isinstance(workers, int) or workers < 0):
-            raise ConfigError(f"data.num_workers must be 0 or more, or 'auto' (sized to the machine); got {workers!r}")
-        num_labeled = hp["num_labeled"]
-        if (
-            isinstance(num_labeled, list)
-            and k
-            and (len(num_labeled) != k or min(num_labeled) < 0 or sum(num_labeled) < 1)
-        ):
-            raise ConfigError(
-                f"num_labeled as a list needs one count (0 or more) for each of the {k} classes, got {num_labeled}"
-            )
-        if isinstance(num_labeled, int) and k and num_labeled < k:
-            raise ConfigError(f"num_labeled must be at least the number of classes ({k}), got {num_labeled}")
-        if hp["balance_ratio"] is None and (
-            hp["balance_weights"] is not None or hp["final_balance_weights"] is not None
-        ):
-            raise ConfigError(
-                "data.balance_weights and data.final_balance_weights need data.balance_ratio (1 keeps "
-                "balance_weights; below 1 anneals them toward final_balance_weights)"
-            )
-        if hp["balance_ratio"] is not None:
-            check_probability("balance_ratio", hp["balance_ratio"])
-        for name in ("balance_weights", "final_balance_weights"):
-            weights = hp[name]
-            if weights is not None and (any(w < 0 for w in weights) or not any(w > 0 for w in weights)):
-                raise ConfigError(f"{name} must be 0 or more, and not all 0, got {weights}")
-            if weights is not None and k and len(weights) != k:
-                raise ConfigError(f"{name} needs one weight for each of the {k} classes, got {len(weights)}")
-
-    def class_name(self, c: int) -> str:
-        """The name of class ``c``, for messages and reports."""
-        return self.class_names[c] if self.class_names else str(c)
+        check_num_workers(hp["num_workers"])
+        check_labeled_options(hp["num_labeled"], k)
+        check_balance_options(hp["balance_ratio"], hp["balance_weights"], hp["final_balance_weights"], k)
 
     def label_name(self, label: float) -> str:
         """A label as a run's record of its examples writes it: the class name, or the number."""
-        return f"{label:g}" if self.numeric_labels else self.class_name(int(label))
+        return f"{label:g}" if self.numeric_labels else class_name(self.class_names, int(label))
 
     # -- what a subclass provides ---------------------------------------------------------
     def example_names(self, part: str, indices: np.ndarray) -> list[str]:
@@ -253,95 +205,31 @@ class SemiSupervisedDataModule(LightningDataModule):
             )
         return images, labels
 
-    def _labeled_indices(self, labels: np.ndarray, candidates: np.ndarray) -> np.ndarray:
-        """The labeled examples among ``candidates`` (pool indices, in random order): the first of
-        each class, as many as ``num_labeled`` asks (None: all of them), sorted.
-
-        Raises:
-            ConfigError: naming the class, if it has fewer examples than asked for.
-        """
-        num_labeled, k = self.hparams["num_labeled"], self.num_classes
-        if num_labeled is None:
-            emptied = [c for c in range(k) if (labels == c).any() and not (labels[candidates] == c).any()]
-            if emptied:
-                raise ConfigError(
-                    f"class {self.class_name(emptied[0])!r} has no training images left: all "
-                    f"{int((labels == emptied[0]).sum())} went to the validation split (data.val_size "
-                    f"{self.hparams['val_size']}); lower data.val_size, add images of it, or give data.val_dir"
-                )
-            return np.sort(candidates)
-        if isinstance(num_labeled, int) and num_labeled > len(candidates):
-            raise ConfigError(
-                f"num_labeled ({num_labeled}) is more than the training examples left after the validation "
-                f"split ({len(candidates)})"
-            )
-        per_class = (
-            num_labeled
-            if isinstance(num_labeled, list)
-            else [num_labeled // k + int(c < num_labeled % k) for c in range(k)]
-        )
-        chosen = []
-        for c, wanted in enumerate(per_class):
-            of_class = candidates[labels[candidates] == c]
-            if len(of_class) < wanted:
-                raise ConfigError(
-                    f"num_labeled={num_labeled} needs {wanted} labeled examples of class {self.class_name(c)!r}; "
-                    f"there are {len(of_class)} after the validation split"
-                )
-            chosen.append(of_class[:wanted])
-        return np.sort(np.concatenate(chosen))
-
-    def _labeled_weights(self) -> Callable[[int], np.ndarray] | None:
-        """Per-epoch sampling weights of the labeled examples (class balancing), or None."""
-        hp, k = self.hparams, self.num_classes
-        if hp["balance_ratio"] is None:
-            return None
-        assert self.labeled is not None
-        labels = self.labeled.labels.numpy()
-        counts = np.bincount(labels, minlength=k)
-        given = {name: hp[name] for name in ("balance_weights", "final_balance_weights")}
-        # tefla's default: N / count, the inverse class frequency (0 for a class with no labels)
-        inverse = np.divide(len(labels), counts, out=np.zeros(k), where=counts > 0)
-        balance = np.asarray(given["balance_weights"], dtype=float) if given["balance_weights"] else inverse
-        final = np.asarray(given["final_balance_weights"] or np.ones(k), dtype=float)
-        if not (balance[counts > 0] > 0).any() or not (final[counts > 0] > 0).any():
-            raise ConfigError("balance weights give no weight to any class that has labeled examples")
-        return partial(class_weights, labels, hp["balance_ratio"], balance, final)
-
     def _split(self) -> None:
-        """The one split of every data module: validation examples (``val_size`` of the pool, drawn
-        with ``data_seed``, unless :meth:`load_val_set` gives a set of its own), the labeled examples
-        among the rest (:meth:`_labeled_indices`), and the unlabeled set: :meth:`load_unlabeled`'s
-        images, then the pool's other examples (with the labeled ones if
-        ``unlabeled_includes_labeled``), then the validation images if ``unlabeled_includes_val``."""
+        """The one split of every data module (:mod:`lit_ssgan.data.split`): validation examples
+        (``val_size`` of the pool, drawn with ``data_seed``, unless :meth:`load_val_set` gives a set of
+        its own), the labeled examples among the rest, or those of ``split_from``'s record; and the
+        unlabeled set: :meth:`load_unlabeled`'s images, then the pool's other examples (with the
+        labeled ones if ``unlabeled_includes_labeled``), then the validation images if
+        ``unlabeled_includes_val``."""
         hp = self.hparams
         images, labels = self._checked(*self.load_train_pool(), "training pool")
         pool = as_rows(images)
         separate_val = self.load_val_set()
-        if separate_val is not None and hp["val_size"]:
-            raise ConfigError("give data.val_size or a validation set of its own, not both")
-        if hp["val_size"] >= len(labels):
-            raise ConfigError(f"val_size ({hp['val_size']}) must be smaller than the training pool ({len(labels)})")
-        order = np.random.default_rng(hp["data_seed"]).permutation(len(labels))
         own_val_names = None if separate_val is None else self.example_names("val", np.arange(len(separate_val[1])))
-        if self.split_record is None:
-            val_idx, train_idx = order[: hp["val_size"]], order[hp["val_size"] :]
-            labeled_idx = self._labeled_indices(labels, train_idx)
-        else:
-            val_idx, labeled_idx = self._recorded_indices(self.split_record, labels, own_val_names)
-            train_idx = order[~np.isin(order, val_idx)]
-        unlabeled_idx = train_idx if hp["unlabeled_includes_labeled"] else np.setdiff1d(train_idx, labeled_idx)
+        split = self._pool_split(labels, own_val_names)
         if separate_val is not None and own_val_names is not None:
             val_images, val_labels = self._checked(*separate_val, "validation set")
             val, val_names = as_rows(val_images), own_val_names
         else:
-            val, val_labels, val_names = pool.subset(val_idx), labels[val_idx], self.example_names("pool", val_idx)
-        self.labeled_examples = {
-            "labeled": self._named(self.example_names("pool", labeled_idx), labels[labeled_idx]),
-            "val": self._named(val_names, val_labels),
-        }
+            val, val_labels = pool.subset(split.val), labels[split.val]
+            val_names = self.example_names("pool", split.val)
+        labeled_names = self.example_names("pool", split.labeled)
+        named = {"labeled": (labeled_names, labels[split.labeled]), "val": (val_names, val_labels)}
+        self.labeled_examples = make_record(named, self.label_name)
         extra = self.load_unlabeled()
-        parts = [*([] if extra is None else [as_rows(extra)]), pool.subset(unlabeled_idx)]
+        parts = [] if extra is None else [as_rows(extra)]
+        parts.append(pool.subset(split.unlabeled(hp["unlabeled_includes_labeled"])))
         if hp["unlabeled_includes_val"]:
             parts.append(val)
         unlabeled = ImageRows.concat(parts)
@@ -350,131 +238,57 @@ class SemiSupervisedDataModule(LightningDataModule):
                 f"the unlabeled set ({len(unlabeled)} images) is smaller than batch_size ({hp['batch_size']})"
             )
         hidden = np.full(len(unlabeled), UNKNOWN_LABEL)
-        self.labeled = ImageDataset(pool.subset(labeled_idx), labels[labeled_idx], self.labeled_transform)
+        self.labeled = ImageDataset(pool.subset(split.labeled), labels[split.labeled], self.labeled_transform)
         self.unlabeled = ImageDataset(unlabeled, hidden, self.train_transform)
         self.val = ImageDataset(val, val_labels, self.eval_transform) if len(val_labels) else None
 
-    def _recorded_indices(
-        self, record: Record, labels: np.ndarray, separate_val: list[str] | None
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """The pool indices of the validation and the labeled examples in ``split_from``'s record
-        (no validation indices where the data has a validation set of its own, ``separate_val``:
-        its names, which the record must list).
-
-        Raises:
-            ConfigError: naming the file and the example, for an example the data lacks or labels
-                otherwise; for counts that do not fit ``num_labeled`` or ``val_size``, or a labeled
-                example that is also a validation one.
-        """
-        hp, k = self.hparams, self.num_classes
-        path = hp["split_from"]
-        index = {name: i for i, name in enumerate(self.example_names("pool", np.arange(len(labels))))}
-
-        def pool_indices(split: str) -> np.ndarray:
-            found = []
-            for name, label in record[split]:
-                i = index.get(name)
-                if i is None:
-                    raise ConfigError(f"data.split_from: {path} lists {split} example {name!r}, which the data lacks")
-                if label != self.label_name(labels[i]):
-                    raise ConfigError(
-                        f"data.split_from: {path} labels {split} example {name!r} {label!r}; "
-                        f"the data labels it {self.label_name(labels[i])!r}"
-                    )
-                found.append(i)
-            return np.asarray(found, dtype=np.int64)
-
-        if separate_val is not None:
-            if [name for name, _ in record["val"]] != separate_val:
-                raise ConfigError(f"data.split_from: {path} lists other validation examples than the data's own")
-            val_idx = np.zeros(0, dtype=np.int64)
-        else:
-            val_idx = pool_indices("val")
-            if len(val_idx) != hp["val_size"]:
-                raise ConfigError(
-                    f"data.split_from: {path} lists {len(val_idx)} validation examples; data.val_size is "
-                    f"{hp['val_size']}"
-                )
-        labeled_idx = np.sort(pool_indices("labeled"))
-        if np.isin(labeled_idx, val_idx).any():
-            raise ConfigError(f"data.split_from: {path} lists examples both as labeled and as validation")
-        asked = self._labeled_indices(labels, np.setdiff1d(np.arange(len(labels)), val_idx))
-
-        def per_class(idx: np.ndarray) -> list[int]:
-            return [len(idx), *(int((labels[idx] == c).sum()) for c in range(k))]
-
-        if per_class(labeled_idx) != per_class(asked):
-            raise ConfigError(
-                f"data.split_from: {path} lists {len(labeled_idx)} labeled examples, not the numbers per class "
-                f"that data.num_labeled ({hp['num_labeled']}) asks for"
-            )
-        return val_idx, labeled_idx
-
-    def _named(self, names: list[str], labels: np.ndarray) -> list[tuple[str, str]]:
-        return [(name, self.label_name(label)) for name, label in zip(names, labels.tolist(), strict=True)]
+    def _pool_split(self, labels: np.ndarray, own_val: list[str] | None) -> Split:
+        """``data_seed``'s split of the pool, or ``split_from``'s (``own_val``: :meth:`load_val_set`'s names)."""
+        hp, record = self.hparams, self.split_record
+        options = {"seed": hp["data_seed"], "val_size": hp["val_size"], "num_labeled": hp["num_labeled"]}
+        options |= {"num_classes": self.num_classes, "class_names": self.class_names}
+        if record is None:
+            return draw_split(labels, has_own_val=own_val is not None, **options)
+        names, source = self.example_names("pool", np.arange(len(labels))), hp["split_from"]
+        return replay_split(
+            record, labels, pool_names=names, label_name=self.label_name, own_val=own_val, source=source, **options
+        )
 
     # -- loaders --------------------------------------------------------------------------
-    def _loader(
-        self, dataset: Dataset, batch_size: int, sampler: EpochSampler | None = None, streams: int = 1
-    ) -> DataLoader:
-        """A loader of ``dataset``, one of ``streams`` read at once (the three training streams share
-        the workers ``num_workers: auto`` gives)."""
+    def _loader_options(self) -> dict[str, Any]:
+        """:func:`~lit_ssgan.data.loaders.make_loader`'s options in this run: the workers asked for,
+        the trainer's device and its processes on this machine (no trainer: one, on the CPU)."""
         trainer = self.trainer
         device = trainer.strategy.root_device.type if trainer is not None else "cpu"
-        workers = self.hparams["num_workers"]
-        if workers == "auto":
-            workers = auto_workers(device, trainer.num_devices if trainer is not None else 1, streams)
-        return (ResumableDataLoader if sampler is not None else DataLoader)(
-            dataset,
-            batch_size=batch_size,
-            sampler=sampler,
-            drop_last=sampler is not None,
-            collate_fn=collate_batch,
-            num_workers=workers,
-            # workers are started once, not every epoch; and they fill the queue ahead of the step
-            persistent_workers=workers > 0,
-            prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
-            # batches in page-locked memory on a GPU run, so that Lightning's copy to the device
-            # (non_blocking there) overlaps the step instead of waiting for it
-            pin_memory=device == "cuda",
-            # a loader's own generator keeps iterator creation off the global RNG (exact resume)
-            generator=torch.Generator().manual_seed(self.shuffle_seed or 0),
-        )
+        processes = trainer.num_devices if trainer is not None else 1
+        return {"num_workers": self.hparams["num_workers"], "device": device, "processes_per_node": processes}
 
     def train_dataloader(self) -> dict[str, DataLoader]:
         assert self.labeled is not None and self.unlabeled is not None and self.shuffle_seed is not None
-        bs = self.hparams["batch_size"]
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
-        num_batches = self.hparams["batches_per_epoch"] or len(self.unlabeled) // (bs * world_size)
-        if num_batches < 1:
-            raise ConfigError(
-                f"the unlabeled set ({len(self.unlabeled)} images) is too small for {world_size} processes"
-            )
-        streams = {
-            "labeled": (self.labeled, self._labeled_weights()),
-            "unlabeled": (self.unlabeled, None),
-            "unlabeled_g": (self.unlabeled, None),
-        }
-        return {
-            name: self._loader(
-                dataset,
-                bs,
-                EpochSampler(len(dataset), num_batches * bs, self.shuffle_seed + i, 0, rank, world_size, weights),
-                streams=len(streams),
-            )
-            for i, (name, (dataset, weights)) in enumerate(streams.items())
-        }
+        hp, trainer = self.hparams, self.trainer
+        balance = (hp[name] for name in ("balance_ratio", "balance_weights", "final_balance_weights"))
+        weights = labeled_weights(self.labeled.labels.numpy(), self.num_classes, *balance)
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
+        epoch = {"batches_per_epoch": hp["batches_per_epoch"], "rank": rank, "world_size": world_size}
+        options = self._loader_options()
+        return training_loaders(
+            self.labeled, self.unlabeled, weights, hp["batch_size"], self.shuffle_seed, **epoch, **options
+        )
+
+    def _eval_loader(self, dataset: Dataset) -> DataLoader:
+        options = self._loader_options()
+        return make_loader(dataset, self.hparams["eval_batch_size"], seed=self.shuffle_seed or 0, **options)
 
     def val_dataloader(self) -> DataLoader | list:
-        return self._loader(self.val, self.hparams["eval_batch_size"]) if self.val is not None else []
+        return self._eval_loader(self.val) if self.val is not None else []
 
     def test_dataloader(self) -> DataLoader:
         assert self.test is not None
-        return self._loader(self.test, self.hparams["eval_batch_size"])
+        return self._eval_loader(self.test)
 
     def predict_dataloader(self) -> DataLoader:
         assert self.predict is not None
-        return self._loader(self.predict, self.hparams["eval_batch_size"])
+        return self._eval_loader(self.predict)
 
     # -- checkpointed state ---------------------------------------------------------------
     # (the position within an epoch is the training loaders' own state: ResumableDataLoader)

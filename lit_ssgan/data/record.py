@@ -10,7 +10,11 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
 
 from lit_ssgan.checkpoint import write_atomically
 from lit_ssgan.errors import ConfigError, MissingFileError
@@ -21,6 +25,21 @@ HEADER = ["split", "example", "label"]
 
 #: ``{split: [(example, label), ...]}``
 Record = dict[str, list[tuple[str, str]]]
+
+
+def make_record(parts: Mapping[str, tuple[Sequence[str], np.ndarray]], label_name: Callable[[Any], str]) -> Record:
+    """The record of the examples of each split in ``parts``, ``{split: (names, labels)}`` (``(n,)``
+    labels for ``n`` names), each label as ``label_name`` writes it (the data module's
+    :meth:`~lit_ssgan.data.SemiSupervisedDataModule.label_name`).
+
+    Example:
+        >>> make_record({"labeled": (["7", "2"], np.array([1, 0])), "val": ([], np.array([]))}, str)
+        {'labeled': [('7', '1'), ('2', '0')], 'val': []}
+    """
+    return {
+        split: [(name, label_name(label)) for name, label in zip(names, labels.tolist(), strict=True)]
+        for split, (names, labels) in parts.items()
+    }
 
 
 def write_record(path: Path, examples: Record) -> None:

@@ -28,8 +28,8 @@ class EpochSampler(DistributedSampler[int]):
             iterations start at 0.
         rank: this process's index among ``world_size``.
         world_size: the number of processes sharing each epoch.
-        weights: a function of the epoch giving ``(num_items,)`` sampling weights, or None for
-            permutations.
+        weights: a function of the epoch giving ``(num_items,)`` sampling weights (the labeled
+            set's: :func:`~lit_ssgan.data.split.labeled_weights`), or None for permutations.
     """
 
     def __init__(
@@ -75,20 +75,3 @@ class EpochSampler(DistributedSampler[int]):
         mine = self.epoch_order()[self.rank :: self.world_size]
         start, self.start = self.start, 0
         return iter(mine[start:].tolist())
-
-
-def class_weights(labels: np.ndarray, ratio: float, balance: np.ndarray, final: np.ndarray, epoch: int) -> np.ndarray:
-    """tefla's annealed class balancing: per-example sampling weights for ``epoch`` (from 0),
-    ``α · balance[y] + (1 - α) · final[y]`` with ``α = ratio ** epoch``.
-
-    Example:
-        >>> labels = np.array([0, 0, 0, 1])
-        >>> balance, final = np.array([4 / 3, 4.0]), np.ones(2)  # inverse frequency, then natural
-        >>> class_weights(labels, 0.5, balance, final, epoch=0).round(3).tolist()
-        [1.333, 1.333, 1.333, 4.0]
-        >>> class_weights(labels, 0.5, balance, final, epoch=1).round(3).tolist()
-        [1.167, 1.167, 1.167, 2.5]
-    """
-    alpha = ratio**epoch
-    per_class = alpha * balance + (1.0 - alpha) * final
-    return per_class[labels].astype(np.float64)
