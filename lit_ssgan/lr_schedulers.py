@@ -37,6 +37,7 @@ from torch.optim.lr_scheduler import (
     LinearLR,
     LRScheduler,
     PolynomialLR,
+    ReduceLROnPlateau,
     SequentialLR,
 )
 
@@ -296,3 +297,27 @@ def run_length(trainer: lightning.Trainer, interval: str) -> int:
     if interval == "step":
         return int(batches)
     return math.ceil(batches / max(1, trainer.num_training_batches))
+
+
+def prepare(schedulers: Sequence[Any], trainer: lightning.Trainer, interval: str) -> None:
+    """Refuses a scheduler the module cannot step (``ReduceLROnPlateau`` needs a metric) and tells
+    each run-length schedule the run's length, in ``interval`` steps."""
+    for scheduler in schedulers:
+        if isinstance(scheduler, ReduceLROnPlateau):
+            raise ConfigError("ReduceLROnPlateau is not supported: the module steps schedulers without a metric")
+        if isinstance(scheduler, RunLengthSchedule):
+            scheduler.set_run_length(run_length(trainer, interval))
+
+
+def catch_up(schedulers: Sequence[LRScheduler], epoch: int) -> None:
+    """Steps epoch schedulers up to ``epoch``: a checkpoint saved after an epoch's last batch, but
+    before the epoch's end, resumes into the next epoch without running that end's step."""
+    for scheduler in schedulers:
+        while scheduler.last_epoch < epoch:
+            scheduler.step()
+
+
+def step(schedulers: Sequence[LRScheduler]) -> None:
+    """One step of each scheduler (never ``ReduceLROnPlateau``: :func:`prepare` refuses it)."""
+    for scheduler in schedulers:
+        scheduler.step()

@@ -2,42 +2,38 @@
 
 from __future__ import annotations
 
-import io
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager, nullcontext
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
-from lightning.pytorch import LightningModule
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
-from lit_ssgan import gradients, losses, random_state
-from lit_ssgan.checkpoint import check_checkpoint_fits, load_checkpoint_file, load_matching_weights, non_plain_hparams
+from lit_ssgan import gradients, lr_schedulers, random_state
+from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights
 from lit_ssgan.compiling import uses_cuda_graphs
 from lit_ssgan.data.datasets import Batch
 from lit_ssgan.divergence import NonFiniteGuard, apply_void, check_finite_weights
-from lit_ssgan.errors import ConfigError
+from lit_ssgan.evaluation import DiscriminatorEvaluation
 from lit_ssgan.gradients import GradientPolicy
 from lit_ssgan.internals import step_not_counted
 from lit_ssgan.losses import DiscriminatorLoss, FeatureMatching, GeneratorLoss, Heads, LossParts
-from lit_ssgan.lr_schedulers import RunLengthSchedule, resume_at, run_length
 from lit_ssgan.metrics import training_logs
-from lit_ssgan.metrics import validation_scores as make_scores
 from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.base import built_for, check_data, check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
-from lit_ssgan.parts import built, config_of
+from lit_ssgan.parts import built, keep_plain
 from lit_ssgan.protocols import GANModule, Network
-from lit_ssgan.training import Training, from_flat_options
+from lit_ssgan.training import Training, upgraded_checkpoint
 
 #: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G)
 TrainingBatch = dict[str, Batch]
 
 
-class SemiSupervisedGAN(LightningModule):
+class SemiSupervisedGAN(DiscriminatorEvaluation):
     """Semi-supervised GAN training (Salimans et al. 2016): the discriminator's K class logits
     classify labeled data and, through ``gan_logits``, tell real from generated. Built from parts,
     each chosen by ``class_path`` in a config (or passed as an object from Python).
@@ -57,12 +53,10 @@ class SemiSupervisedGAN(LightningModule):
         g_gradients: the generator's.
         validation_scores: names of the scores logged as ``val/<name>`` and ``test/<name>``
             (:func:`~lit_ssgan.metrics.validation_scores`).
-        training: the run's plain options (:class:`~lit_ssgan.parts.Training`).
+        training: the run's plain options (:class:`~lit_ssgan.training.Training`).
 
-    Checkpoints hold only plain hyperparameters (each part as its class and arguments), so they
-    load with ``weights_only=True``; ``load_from_checkpoint(path)`` rebuilds everything from a CLI
-    run, and from Python takes the networks again: ``load_from_checkpoint(path, discriminator=D,
-    generator=G)``. A checkpoint of lit_ssgan before 0.2.0 is loaded with its options mapped.
+    Checkpoints hold plain hyperparameters (a part as its class and arguments): ``load_from_checkpoint(path)``
+    rebuilds a CLI run's model; from Python, pass the networks again (``discriminator=D, generator=G``).
     """
 
     def __init__(
@@ -85,23 +79,16 @@ class SemiSupervisedGAN(LightningModule):
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", ".*is an instance of `nn.Module`.*")
             self.save_hyperparameters()
-        # Under LightningCLI the hparams hold the config; from Python, the objects: each part is
-        # kept as its class and arguments, and networks and optimizers are left out.
-        saved = {name: config_of(value) for name, value in self.hparams.items()}
-        self.hparams.clear()
-        self.hparams.update({name: saved[name] for name in saved if name not in non_plain_hparams(saved)})
+        keep_plain(self.hparams)
         self.automatic_optimization = False
         self.discriminator, self.generator = discriminator, generator
         self.d_loss = (built(d_loss, DiscriminatorLoss, "d_loss") or DiscriminatorLoss()).for_task(self.classification)
         self.g_loss = built(g_loss, GeneratorLoss, "g_loss") or FeatureMatching()
-        self.gradients = {}
-        for net, policy, option in (
-            ("discriminator", d_gradients, "d_gradients"),
-            ("generator", g_gradients, "g_gradients"),
-        ):
-            self.gradients[net] = (built(policy, GradientPolicy, option) or GradientPolicy()).bind(
-                getattr(self, net), f"model.{option}"
-            )
+        policies = {"discriminator": ("d_gradients", d_gradients), "generator": ("g_gradients", g_gradients)}
+        self.gradients = {
+            net: (built(policy, GradientPolicy, option) or GradientPolicy()).bind(getattr(self, net), f"model.{option}")
+            for net, (option, policy) in policies.items()
+        }
         self.training_options = built(training, Training, "training") or Training()
         self.compile_options = self.training_options.compile_options
         consistency = self.d_loss.consistency
@@ -116,28 +103,15 @@ class SemiSupervisedGAN(LightningModule):
         self.data_init_pending = False  # data_dependent_init: set when fit starts, cleared once done
         self._compiled: dict[Network, Any] | None = None  # training.compile: the loss computations, when fit starts
         self._rng_states: dict[str, Tensor] | None = None  # from the checkpoint, restored when training starts
-        scores = make_scores(discriminator.num_classes, validation_scores, self.classification)
-        self.val_metrics, self.test_metrics = scores.clone(prefix="val/"), scores.clone(prefix="test/")
-
-    @property
-    def classification(self) -> bool:
-        """The task: classification into K classes, or (false) regression of the label as a number."""
-        return not self.discriminator.regression
+        self.configure_metrics(validation_scores)
 
     @classmethod
     def load_from_checkpoint(cls, checkpoint_path: Any, *args: Any, **kwargs: Any) -> Any:
         """Lightning's, for checkpoints of lit_ssgan before 0.2.0 too (their options mapped to parts)."""
-        checkpoint = load_checkpoint_file(checkpoint_path)
-        upgraded = from_flat_options(checkpoint.get("hyper_parameters") or {})
-        if upgraded is not None:
-            checkpoint_path = io.BytesIO()
-            torch.save({**checkpoint, "hyper_parameters": upgraded}, checkpoint_path)
-            checkpoint_path.seek(0)
-        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        return super().load_from_checkpoint(upgraded_checkpoint(checkpoint_path), *args, **kwargs)
 
     def setup(self, stage: str) -> None:
-        networks = {"discriminator": self.discriminator, "generator": self.generator}
-        check_data(networks, getattr(self.trainer, "datamodule", None), stage)
+        check_data(self.discriminator, self.generator, getattr(self.trainer, "datamodule", None), stage)
 
     def _data(self) -> dict[str, Any]:
         try:
@@ -155,42 +129,18 @@ class SemiSupervisedGAN(LightningModule):
         optimizers = self.make_optimizers()
         makers = [make for _, make in self.optimizer_factories.values()]
         schedulers = [make(opt) for make, opt in zip(makers, optimizers, strict=True) if make is not None]
-        for scheduler in schedulers:
-            if isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau):
-                raise ConfigError("ReduceLROnPlateau is not supported: the module steps schedulers without a metric")
-            if isinstance(scheduler, RunLengthSchedule):
-                scheduler.set_run_length(run_length(self.trainer, self.training_options.lr_scheduler_interval))
+        lr_schedulers.prepare(schedulers, self.trainer, self.training_options.lr_scheduler_interval)
         return list(optimizers), schedulers
 
     def network_of(self, optimizer: torch.optim.Optimizer) -> Network:
         """Which network ``optimizer`` (one of ``trainer.optimizers``, as hooks receive it) steps."""
-        d_opt, g_opt = self.trainer.optimizers
-        if optimizer is d_opt:
-            return "discriminator"
-        if optimizer is g_opt:
-            return "generator"
-        raise ValueError("not one of this model's optimizers")
+        nets: tuple[Network, ...] = ("discriminator", "generator")
+        return next(net for net, opt in zip(nets, self.trainer.optimizers, strict=True) if opt is optimizer)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """``(N, K)`` class logits (regression: ``(N,)`` values) of images ``(N, C, H, W)``."""
-        return self.heads(self.discriminator(x).logits).predicted
-
-    def heads(self, logits: Tensor) -> Heads:
-        """The discriminator output's prediction head and real/fake logit (:func:`losses.heads`)."""
-        return losses.heads(logits, self.classification, self.discriminator.explicit_fake)
-
-    # -- training -------------------------------------------------------------------------
     def training_step(self, batch: TrainingBatch, batch_idx: int) -> Tensor | None:
-        """One discriminator step, then one generator step on an independent unlabeled batch.
-
-        Nothing in it reads from the device unless it logs: a batch whose loss or gradients are not
-        finite changes nothing (:class:`~lit_ssgan.divergence.NonFiniteGuard`, decided on the
-        device), and the host learns of it at the next check.
-
-        Returns:
-            The discriminator's loss (tefla's t-loss, for the epoch line; NaN or infinite for a
-            batch the guard dropped).
-        """
+        """One discriminator step, then one generator step on an independent unlabeled batch; no read
+        from the device unless it logs (:class:`~lit_ssgan.divergence.NonFiniteGuard` decides there).
+        Returns the discriminator's loss (tefla's t-loss; not finite for a batch the guard dropped)."""
         (x_lab, y_lab), (x_unl, _), (x_unl_g, _) = batch["labeled"], batch["unlabeled"], batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
         if uses_cuda_graphs(self.compile_options):
@@ -207,7 +157,7 @@ class SemiSupervisedGAN(LightningModule):
             g_loss = self.generator_losses(x_unl_g)
             self._optimize(g_opt, g_loss, counted=False)
         if self.training_options.lr_scheduler_interval == "step":
-            self._step_schedulers()
+            lr_schedulers.step(self._schedulers())
         if log_now:
             self.guard.check()
             rates = {net: opt.param_groups[0]["lr"] for net, opt in (("d", d_opt), ("g", g_opt))}
@@ -216,10 +166,9 @@ class SemiSupervisedGAN(LightningModule):
         return d_loss.total.detach()
 
     def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
-        """The discriminator's loss, from one forward over the labeled, unlabeled and generated
-        (detached) images, and the unlabeled ones again for the consistency term (through D under
-        other noise, or through the teacher, its average first brought up to D's current weights);
-        and the heads of each part (``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``)."""
+        """D's loss from one forward over the labeled, unlabeled and generated (detached) images, and the
+        unlabeled again for the consistency term (through D under other noise, or the teacher, first
+        brought up to D's weights); and the heads of ``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``."""
         z = self.generator.sample_latent(len(x_unl), self.noise_rng)
         if self.teacher is not None:
             self.teacher.update_parameters(self.discriminator)
@@ -279,8 +228,7 @@ class SemiSupervisedGAN(LightningModule):
         opt.zero_grad(set_to_none=True)
 
     def _logging_now(self) -> bool:
-        """Whether the logger will write this batch's values (Lightning's own rule): ``self.log``
-        is not free, however rarely it writes."""
+        """Whether the logger writes this batch's values (Lightning's rule): ``self.log`` is not free."""
         every: int = getattr(self.trainer, "log_every_n_steps", 0)
         return every > 0 and ((self.global_step + 1) % every == 0 or self.trainer.should_stop)
 
@@ -298,14 +246,10 @@ class SemiSupervisedGAN(LightningModule):
         schedulers = self.lr_schedulers()
         return schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []
 
-    def _step_schedulers(self) -> None:
-        for scheduler in self._schedulers():
-            scheduler.step()  # never ReduceLROnPlateau: refused in configure_optimizers
-
     def on_train_epoch_end(self) -> None:
         self.guard.check()
         if self.training_options.lr_scheduler_interval == "epoch":
-            self._step_schedulers()
+            lr_schedulers.step(self._schedulers())
 
     def on_fit_start(self) -> None:
         self.noise_rng = torch.Generator(device=self.device)  # each process its own latent codes
@@ -328,15 +272,11 @@ class SemiSupervisedGAN(LightningModule):
         if self._rng_states is not None and self.noise_rng is not None:  # exact resume: after the sanity check
             random_state.restore(self._rng_states, self.noise_rng, self.trainer)
             self._rng_states = None
-        # A checkpoint saved after an epoch's last batch, but before the epoch's end, resumes into
-        # the next epoch without running that end: catch its scheduler step up (exact resume).
-        if self.training_options.lr_scheduler_interval == "epoch":
-            for scheduler in self._schedulers():
-                while scheduler.last_epoch < self.current_epoch:
-                    scheduler.step()
+        if self.training_options.lr_scheduler_interval == "epoch":  # exact resume
+            lr_schedulers.catch_up(self._schedulers(), self.current_epoch)
         if self.training_options.resume_lr is not None and self.trainer.ckpt_path is not None:
             for optimizer in self.trainer.optimizers:
-                resume_at(self.training_options.resume_lr, optimizer, self._schedulers())
+                lr_schedulers.resume_at(self.training_options.resume_lr, optimizer, self._schedulers())
 
     def on_train_end(self) -> None:
         self.guard.check()
@@ -353,25 +293,6 @@ class SemiSupervisedGAN(LightningModule):
         check_checkpoint_fits(checkpoint, self, self._data())
         self.guard.skipped = checkpoint.get("skipped_steps", 0)
         self._rng_states = checkpoint.get("rng_states")
-
-    def validation_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> None:
-        self.val_metrics.update(*self._evaluated(batch))
-        self.log_dict(self.val_metrics, prog_bar=True)
-
-    def test_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """Returns the predictions (for reports such as the confusion matrix)."""
-        predicted, target = self._evaluated(batch)
-        self.test_metrics.update(predicted, target)
-        self.log_dict(self.test_metrics)
-        return predicted
-
-    def _evaluated(self, batch: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
-        x, y = batch
-        return self(x), y if self.classification else y.float()
-
-    def predict_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
-        """``(N, K)`` class probabilities (regression: ``(N,)`` values)."""
-        return self(batch[0]).softmax(dim=1) if self.classification else self(batch[0])
 
 
 if TYPE_CHECKING:  # the module is what the callbacks take it for

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+from collections.abc import MutableMapping
 from typing import Any, TypeVar
 
 from lit_ssgan.errors import ConfigError
@@ -86,3 +87,26 @@ def _subclasses(kind: type) -> list[type]:
     for subclass in direct:
         found += [subclass, *_subclasses(subclass)]
     return found
+
+
+def non_plain_hparams(hparams: dict[str, Any]) -> list[str]:
+    """The names of the hyperparameters a ``weights_only`` checkpoint cannot hold (objects rather
+    than plain values, e.g. networks passed from Python rather than configured by the CLI)."""
+    return [name for name, value in hparams.items() if not _is_plain(value)]
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return value is None or isinstance(value, (bool, int, float, str))
+
+
+def keep_plain(hparams: MutableMapping[str, Any]) -> None:
+    """Leaves in ``hparams`` what a ``weights_only`` checkpoint can hold: each part as its config
+    (:func:`config_of`), the rest if plain (networks and optimizers passed from Python are left out;
+    from the command, the hyperparameters already hold their config)."""
+    saved = {name: config_of(value) for name, value in hparams.items()}
+    hparams.clear()
+    hparams.update({name: saved[name] for name in saved if name not in non_plain_hparams(saved)})

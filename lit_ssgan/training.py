@@ -4,10 +4,13 @@ before 0.2.0, all flat in the module's constructor, to the parts."""
 from __future__ import annotations
 
 import dataclasses
+import io
 from typing import Any, Literal, get_args
 
+import torch
 from jsonargparse.typing import PositiveFloat
 
+from lit_ssgan.checkpoint import load_checkpoint_file
 from lit_ssgan.compiling import CompileOption, compile_options
 from lit_ssgan.divergence import OnNonFinite
 from lit_ssgan.errors import ConfigError, check_choice, check_positive
@@ -135,3 +138,16 @@ def from_flat_options(hparams: dict[str, Any]) -> dict[str, Any] | None:
 
 def _part(class_path: str, **init_args: Any) -> dict[str, Any]:
     return {"class_path": f"lit_ssgan.{class_path}", "init_args": init_args}
+
+
+def upgraded_checkpoint(path: Any) -> Any:
+    """``path``, or for a checkpoint of lit_ssgan before 0.2.0 the same checkpoint in memory with
+    its options mapped to the parts (:func:`from_flat_options`)."""
+    checkpoint = load_checkpoint_file(path)
+    upgraded = from_flat_options(checkpoint.get("hyper_parameters") or {})
+    if upgraded is None:
+        return path
+    buffer = io.BytesIO()
+    torch.save({**checkpoint, "hyper_parameters": upgraded}, buffer)
+    buffer.seek(0)
+    return buffer

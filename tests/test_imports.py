@@ -37,7 +37,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
         "data/*.py",
     ),
     # what the callbacks may read of the module, typed with the parts
-    2: ("protocols.py",),
+    2: ("protocols.py", "evaluation.py"),
     # the callbacks: they read the module through the protocol, never the module itself
     3: ("callbacks/*.py",),
     4: ("module.py",),

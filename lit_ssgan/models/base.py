@@ -134,21 +134,20 @@ def built_for(discriminator: Discriminator, datamodule: Any = None) -> dict[str,
     }
 
 
-def check_data(networks: dict[str, nn.Module], datamodule: Any, stage: str) -> None:
-    """Refuses, before any step, data the networks (``discriminator`` and ``generator``) were not
-    built for: another image shape or number of classes, or (to fit) batches of one image with
-    batch norm.
+def check_data(discriminator: Discriminator, generator: Generator, datamodule: Any, stage: str) -> None:
+    """Refuses, before any step, data the networks were not built for: another image shape or
+    number of classes, or (to fit) batches of one image with batch norm.
 
     Raises:
         ConfigError: naming the data's value and the networks'.
     """
-    ours_all = built_for(networks["discriminator"])  # type: ignore[arg-type]
+    ours_all = built_for(discriminator)
     for name in ("image_shape", "num_classes"):
         ours, theirs = ours_all[name], getattr(datamodule, name, None)
         if theirs is not None and (tuple(theirs) if name == "image_shape" else theirs) != ours:
             raise ConfigError(f"the data has {name} {theirs} but the discriminator was built for {ours}")
     if stage == "fit" and getattr(datamodule, "hparams", {}).get("batch_size") == 1:
-        for net, network in networks.items():
+        for net, network in (("discriminator", discriminator), ("generator", generator)):
             if any(isinstance(m, BATCH_NORMS) for m in network.modules()):
                 raise ConfigError(f"data.batch_size 1: the {net}'s batch norm needs batches of 2 or more images")
 
