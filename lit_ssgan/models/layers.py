@@ -68,11 +68,11 @@ class GaussianNoise(nn.Module):
             return x
         on_cpu = x.device.type == "cpu" and not torch.compiler.is_compiling()
         if self.pooled and on_cpu and x.numel() <= NOISE_POOL_SIZE:
-            start = random.randrange(NOISE_POOL_SIZE - x.numel() + 1)  # saved in checkpoints (RandomState)
+            start = random.randrange(NOISE_POOL_SIZE - x.numel() + 1)  # saved in checkpoints (random_state.py)
             strides = [math.prod(x.shape[i + 1 :]) for i in range(x.dim())]
             noise = noise_pool(x.device, x.dtype).as_strided(x.shape, strides, start)  # one view op
         elif on_cpu and x.dtype in (torch.bfloat16, torch.float16):
-            # torch's CPU generator draws 16-bit normals 1.5x slower than 32-bit ones: draw in 32 bits and round
+            # torch's CPU generator draws 16-bit normals slower than 32-bit ones: draw in 32 bits and round
             noise = torch.randn(x.shape, dtype=torch.float32).to(x.dtype)
         else:
             noise = torch.randn_like(x)
@@ -84,8 +84,8 @@ class GaussianNoise(nn.Module):
 
 class Dropout(nn.Dropout):
     """``nn.Dropout``, whose mask on a CPU is drawn as ``uniform >= p`` rather than with
-    ``bernoulli_``: the same distribution, 2.5x faster on torch's CPU generator (on the conv
-    pair's maps a seventh of a bf16 step), and a mask of one byte an element. Elsewhere (CUDA's
+    ``bernoulli_``: the same distribution, faster on torch's CPU generator (benchmarks/README.md),
+    and a mask of one byte an element. Elsewhere (CUDA's
     fused dropout is fast) and in compiled code (which draws its own) it is ``nn.Dropout`` itself.
 
     Example:
