@@ -72,7 +72,7 @@ def validation_scores(
     names = DEFAULT_SCORES[classification] if names is None else names
     unknown = [name for name in names if name not in available]
     if unknown or not names:
-        task = "classification" if classification else "regression (model.classification: false)"
+        task = "classification" if classification else "regression (the discriminator's regression: true)"
         raise ConfigError(
             f"model.validation_scores: {', '.join(map(repr, unknown)) or 'an empty list'} is not a score for "
             f"{task}; choose from {', '.join(available)}"

@@ -22,7 +22,7 @@ class LabeledExamples(Callback):
     another run on the same draw. A resume whose data module gives other examples than the
     checkpoint records is warned about. It serves any data module that sets
     ``labeled_examples`` (:class:`~lit_ssgan.data.SemiSupervisedDataModule` does, at its split);
-    :class:`~lit_ssgan.SemiSupervisedGAN` adds it itself (``configure_callbacks``).
+    the ``lit-ssgan`` command adds it to every run; from Python, add it to the Trainer's callbacks.
     """
 
     def __init__(self) -> None:

@@ -35,8 +35,8 @@ class Preemption(Callback):
       retry loop or scheduler knows the run did not finish.
 
     SIGUSR1 is handled as SIGTERM, unless the run is under SLURM, where Lightning's own SIGUSR1
-    handler (auto-requeue) stays in charge. :class:`~lit_ssgan.SemiSupervisedGAN` adds this callback
-    itself (``configure_callbacks``); there is nothing to configure.
+    handler (auto-requeue) stays in charge. The ``lit-ssgan`` command adds this callback to every
+    run; from Python, add it to the Trainer's callbacks.
     """
 
     def __init__(self) -> None:

@@ -107,7 +107,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         channels: 1 (grey) or 3 (RGB).
         class_names: the classes, in the order of the network's outputs; default the sorted class
             folder names or CSV labels, or those a checkpoint recorded (test and predict).
-        numeric_labels: the labels are numbers (regression, ``model.classification: false``): CSV
+        numeric_labels: the labels are numbers (regression: the discriminator's ``regression: true``): CSV
             labels are read as floats, folder names as integers; ``num_classes`` is then the number
             of integer grades 0 … K-1 (for kappa).
         skip_bad_images: skip images that cannot be decoded (reported once) instead of stopping.
