@@ -1,5 +1,6 @@
 """lit_ssgan: semi-supervised GAN training (Salimans et al. 2016) on PyTorch Lightning."""
 
+from lit_ssgan._version import __version__
 from lit_ssgan.data import (
     DigitsDataModule,
     FashionMNISTDataModule,
@@ -17,6 +18,6 @@ __all__ = [
     "MNISTDataModule",
     "SemiSupervisedDataModule",
     "SemiSupervisedGAN",
+    "__version__",
     "sigmoid_kl_with_logits",
 ]
-__version__ = "0.1.0"

@@ -3,13 +3,11 @@ the model before loading, and mined for matching tensors (``weights_from``)."""
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
@@ -23,6 +21,7 @@ from lit_ssgan.errors import (
     MissingFileError,
     UnsafeCheckpointError,
 )
+from lit_ssgan.files import write_atomically
 
 #: a file path, as str or path object
 PathLike = str | os.PathLike
@@ -37,9 +36,6 @@ __all__ = [
     "load_checkpoint_file",
     "load_matching_weights",
     "non_plain_hparams",
-    "atomic_file",
-    "write_atomically",
-    "write_json",
 ]
 
 
@@ -97,48 +93,6 @@ class SafeCheckpointIO(TorchCheckpointIO):
         if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
             raise CorruptCheckpointError(f"{path} is not a Lightning checkpoint (no state_dict)")
         return checkpoint
-
-
-def write_atomically(path: Path, write: Callable[[IO[Any]], Any]) -> None:
-    """Calls ``write`` on a file beside ``path``, flushes it to disk and renames it into place, so
-    a kill at any moment leaves the previous file or the new one, never half a file."""
-    with atomic_file(path) as f:
-        write(f)
-
-
-def write_json(path: Path, value: Any) -> None:
-    """``value`` as indented JSON at ``path``, atomically (:func:`write_atomically`)."""
-    text = json.dumps(value, indent=2, default=str) + "\n"
-    write_atomically(path, lambda f: f.write(text.encode("utf-8")))
-
-
-@contextmanager
-def atomic_file(path: Path, mode: str = "wb", **open_kwargs: Any) -> Iterator[IO[Any]]:
-    """A file opened beside ``path`` (``open(aside, mode, **open_kwargs)``; its name is ``f.name``),
-    to write over the body of the ``with``; when the body ends, it is flushed to disk and renamed
-    into place. If the body raises, the file is removed, and ``path`` is left as it was."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    aside = path.with_name(f".{path.name}.{os.getpid()}.part")
-    try:
-        with open(aside, mode, **open_kwargs) as f:
-            yield f
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(aside, path)  # atomic on POSIX and Windows
-    finally:
-        aside.unlink(missing_ok=True)
-    _fsync_directory(path.parent)  # make the rename itself durable
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # not possible on every platform (Windows); the rename is atomic anyway
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def find_last_checkpoint(root: PathLike) -> Path | None:

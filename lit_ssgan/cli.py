@@ -1,4 +1,6 @@
-"""The ``lit-ssgan`` command: LightningCLI with the data's shape linked into the networks."""
+"""The ``lit-ssgan`` command: Lightning's ``fit``, ``validate``, ``test`` and ``predict``
+(LightningCLI, with the data's shape linked into the networks) and the subcommands of
+:data:`SUBCOMMANDS` (``export``), each a function whose parameters are its options."""
 
 from __future__ import annotations
 
@@ -8,21 +10,25 @@ import re
 import sys
 import warnings
 from argparse import ArgumentError
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
 from lightning.pytorch import Trainer
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
 from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
-from lit_ssgan.callbacks import EpochLine, TimeLeft
+from lit_ssgan.callbacks import EpochLine, LabeledExamples, Preemption, TimeLeft
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
+from lit_ssgan.export import export
 from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.outputs import check_output_file, check_output_folder
 
@@ -33,13 +39,18 @@ class SemiSupervisedCLI(LightningCLI):
     ``--test_after_fit true`` tests the trained model (best checkpoint if one monitors a
     metric, else the final weights) when ``fit`` ends. ``--ckpt_path last`` picks the most
     recent ``last.ckpt`` under ``trainer.default_root_dir``, whichever run version wrote it.
-    Checkpoints are written atomically and loaded safely (:class:`SafeCheckpointIO`).
+    Checkpoints are written atomically and loaded safely (:class:`SafeCheckpointIO`). Every
+    Trainer it builds has the run-level callbacks of :data:`RUN_CALLBACKS`, once each.
     """
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
         trainer = super().instantiate_trainer(**kwargs)
         config = self.config_init[self.subcommand] if self.subcommand else {}
         callbacks: list = trainer.callbacks  # type: ignore[attr-defined]
+        missing = [kind() for kind in RUN_CALLBACKS if not any(isinstance(c, kind) for c in callbacks)]
+        # before the checkpoint callbacks, which Lightning keeps last (they see what the others did)
+        first_checkpoint = next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)), len(callbacks))
+        callbacks[first_checkpoint:first_checkpoint] = missing
         if self.subcommand == "fit" and config.get("epoch_line", True):
             callbacks.append(EpochLine())
         if self.subcommand == "fit" and config.get("time_left", True):
@@ -69,8 +80,8 @@ class SemiSupervisedCLI(LightningCLI):
             loaded = load_checkpoint_file(ckpt_path)
             self._ckpt_data = loaded.get("data") if isinstance(loaded, dict) else None
         # LightningCLI then lays the checkpoint's model hyperparameters over the command line's;
-        # resume_lr is a choice for this resume, not part of the model: keep the user's.
-        self._resume_lr = self.config[subcommand].get("model", {}).get("resume_lr") if subcommand else None
+        # model.training.resume_lr is a choice for this resume, not part of the model: keep the user's.
+        self._resume_lr = self.config.get(f"{subcommand}.model.training.resume_lr") if subcommand else None
 
     def before_instantiate_classes(self) -> None:
         if not self.subcommand:
@@ -78,7 +89,7 @@ class SemiSupervisedCLI(LightningCLI):
         config = self.config[self.subcommand]
         self._check_before_the_work(config)
         if self._resume_lr is not None:
-            config["model"]["resume_lr"] = self._resume_lr
+            config["model.training.resume_lr"] = self._resume_lr
         # test and predict from a checkpoint need no labeled folder to name the classes
         data_args = config.get("data", {}).get("init_args", {})
         recorded = self._ckpt_data if isinstance(self._ckpt_data, dict) else {}
@@ -133,7 +144,6 @@ class SemiSupervisedCLI(LightningCLI):
         for target in ("discriminator", "generator"):
             parser.link_arguments("data.image_shape", f"model.{target}.init_args.image_shape", apply_on="instantiate")
         parser.link_arguments("data.num_classes", "model.discriminator.init_args.num_classes", apply_on="instantiate")
-        parser.link_arguments("model.classification", "model.discriminator.init_args.regression", compute_fn=_negated)
         parser.add_argument("--test_after_fit", type=bool, default=False, help="Run the test set when fit ends.")
         parser.add_argument("--epoch_line", type=bool, default=True, help="fit: print tefla's line after each epoch.")
         parser.add_argument(
@@ -163,8 +173,9 @@ class SemiSupervisedCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
-def _negated(value: bool) -> bool:
-    return not value
+#: the callbacks every run has, whatever its config: a preempted run's last checkpoint and exit
+#: status, and the record of the labeled examples (added where the config lists none of the kind)
+RUN_CALLBACKS = (Preemption, LabeledExamples)
 
 
 def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiSupervisedCLI:
@@ -186,20 +197,101 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiS
     )
 
 
+@dataclass(frozen=True)
+class Subcommand:
+    """A subcommand of ``lit-ssgan`` that is not a Trainer's method.
+
+    Its options are ``function``'s parameters, as jsonargparse reads a signature (names, types,
+    defaults, and their help from the ``Args:`` of its docstring), given on the command line or
+    in a YAML file (``--config``); running it calls ``function`` with them and prints ``done`` of
+    what it returned. A :class:`~lit_ssgan.errors.UserError` it raises is printed as one line,
+    ``lit-ssgan NAME: error: ...``, with exit status 1.
+
+    Args:
+        function: what the subcommand does.
+        help: one line: its entry in ``lit-ssgan --help`` and the head of ``lit-ssgan NAME --help``.
+        done: the line to print from ``function``'s result (None: print nothing).
+    """
+
+    function: Callable[..., Any]
+    help: str
+    done: Callable[[Any], str] | None = None
+
+
+#: the subcommands beside the Trainer's, by name. One more is one entry here: a function whose
+#: signature and docstring say its options, the line for --help, and what to print when it is done.
+SUBCOMMANDS: dict[str, Subcommand] = {
+    "export": Subcommand(
+        export,
+        "a trained classifier as one ONNX or TorchScript file",
+        lambda written: f"classifier written to {written[0]}; how to feed it: {written[1]}",
+    ),
+}
+
+#: the Trainer's subcommands (SemiSupervisedCLI's), with their line in ``lit-ssgan --help``
+TRAINER_SUBCOMMANDS: dict[str, str] = {
+    "fit": "train the GAN (--ckpt_path last resumes a run)",
+    "validate": "the validation scores of a checkpoint",
+    "test": "the test scores and confusion matrix of a checkpoint",
+    "predict": "a checkpoint's predictions for images, as a CSV",
+}
+
+
+class _LightningCLIOptions(ArgumentParser):
+    """A Trainer's subcommand as the command's own parser sees it: only its name. Its options are
+    LightningCLI's to parse (``lit-ssgan fit --help`` lists them), so here they are taken as they are."""
+
+    def parse_args(self, args: Any = None, namespace: Any = None, **kwargs: Any) -> Namespace:  # type: ignore[override]
+        return Namespace()
+
+
+def command_parser() -> ArgumentParser:
+    """``lit-ssgan``'s parser: it picks the subcommand (``lit-ssgan --help`` lists them all, a line
+    each), and parses the options of one of :data:`SUBCOMMANDS`; a Trainer's subcommand is left
+    to :class:`SemiSupervisedCLI`. A bad command line raises ``argparse.ArgumentError``."""
+    parser = ArgumentParser(prog="lit-ssgan", description=DESCRIPTION, exit_on_error=False)
+    subcommands = parser.add_subcommands(dest="subcommand")
+    for name in SemiSupervisedCLI.subcommands():
+        subcommands.add_subcommand(name, _LightningCLIOptions(add_help=False), help=TRAINER_SUBCOMMANDS[name])
+    for name, command in SUBCOMMANDS.items():
+        options = ArgumentParser(description=command.help)
+        options.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
+        options.add_function_arguments(command.function)
+        subcommands.add_subcommand(name, options, help=command.help)
+    return parser
+
+
 def main(args: list[str] | None = None) -> None:
-    """The ``lit-ssgan`` console command (``lit-ssgan export ...``: :func:`lit_ssgan.export.main`).
+    """The ``lit-ssgan`` console command, on ``args`` (default: the command line).
 
     An error the user caused (a :class:`~lit_ssgan.errors.UserError`: a bad option value, a
     missing or damaged file, a checkpoint that does not fit, a diverged run) is printed as one
-    short message and the command exits with status 1; set ``LIT_SSGAN_TRACEBACK=1`` to see the
-    traceback as well. Anything else is a bug, and shows its traceback.
+    short message and the command exits with status 1; a command line that does not parse, with
+    status 2. Set ``LIT_SSGAN_TRACEBACK=1`` to see the traceback as well. Anything else is a bug,
+    and shows its traceback.
     """
-    argv = sys.argv[1:] if args is None else args
-    if argv[:1] == ["export"]:  # not a Trainer's method: a command of its own (lit_ssgan.export)
-        from lit_ssgan.export import main as export_main
+    try:
+        parser = command_parser()
+        parsed = parser.parse_args(args)
+        name = parsed.subcommand
+        command = SUBCOMMANDS.get(name)
+        if command is None:
+            # the same command line, parsed again by LightningCLI's parser of that subcommand
+            _run_trainer_subcommand(args)
+            return
+        with exit_on_user_error(f"lit-ssgan {name}"):  # exit status 1
+            options = parser.instantiate_classes(parsed)[name]
+            result = command.function(**{key: value for key, value in vars(options).items() if key != "config"})
+        if command.done is not None:
+            print(command.done(result))
+    except ArgumentError as err:
+        if user_error(err) is not None or os.environ.get(TRACEBACK_VARIABLE):
+            raise
+        print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
+        sys.exit(2)  # argparse's status for a bad command line
 
-        export_main(argv[1:])
-        return
+
+def _run_trainer_subcommand(args: list[str] | None) -> None:
     # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
     # of the signal, an INFO record of this one logger, would be a second
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
@@ -211,20 +303,14 @@ def main(args: list[str] | None = None) -> None:
         # Lightning warns at every save with every_n_train_steps under manual optimization that the
         # weights are those *after* the step; here that is what an exact resume needs.
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
-        try:
-            with exit_on_user_error("lit-ssgan"):  # exit status 1
-                cli(args, parser_kwargs={"exit_on_error": False, "description": DESCRIPTION})
-        except ArgumentError as err:
-            if user_error(err) is not None or os.environ.get(TRACEBACK_VARIABLE):
-                raise
-            print(f"lit-ssgan: error: {condensed(str(err))}\ntip: --help lists the options", file=sys.stderr)
-            sys.exit(2)  # argparse's status for a bad command line
+        with exit_on_user_error("lit-ssgan"):  # exit status 1
+            cli(args, parser_kwargs={"exit_on_error": False, "prog": "lit-ssgan"})
 
 
 #: the command's --help, above its subcommands
 DESCRIPTION = (
-    "Semi-supervised GAN training (lit_ssgan). fit, validate, test and predict are Lightning's; "
-    "lit-ssgan export --help: the trained classifier as an ONNX or TorchScript file."
+    "Semi-supervised GAN training (lit_ssgan). fit, validate, test and predict are Lightning's. "
+    "lit-ssgan SUBCOMMAND --help lists a subcommand's options."
 )
 
 

@@ -12,7 +12,6 @@ regression.
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import logging
 import warnings
@@ -22,12 +21,13 @@ from typing import Any, Literal, cast
 import torch
 from torch import Tensor, nn
 
-import lit_ssgan
 from lit_ssgan import losses
-from lit_ssgan.checkpoint import load_checkpoint_file, write_atomically, write_json
+from lit_ssgan._version import __version__
+from lit_ssgan.checkpoint import load_checkpoint_file
 from lit_ssgan.data.datasets import file_digest
 from lit_ssgan.data.decoding import DECODER
-from lit_ssgan.errors import CheckpointError, ConfigError, check_choice, exit_on_user_error
+from lit_ssgan.errors import CheckpointError, ConfigError, check_choice
+from lit_ssgan.files import write_atomically, write_json
 from lit_ssgan.models import Discriminator
 from lit_ssgan.models.layers import fold_weight_norm
 from lit_ssgan.outputs import check_output_file
@@ -78,7 +78,7 @@ def classifier_of(ckpt_path: str | Path) -> tuple[Classifier, dict[str, Any]]:
         )
     model = SemiSupervisedGAN.load_from_checkpoint(str(ckpt_path), map_location="cpu", weights_only=True)
     discriminator = cast(Discriminator, fold_weight_norm(model.discriminator)).float()
-    exported = Classifier(discriminator, bool(model.hparams["classification"])).eval()
+    exported = Classifier(discriminator, model.classification).eval()
     for parameter in exported.parameters():
         parameter.requires_grad_(False)
     return exported, checkpoint
@@ -131,7 +131,7 @@ def description(
         "epoch": checkpoint.get("epoch"),
         "global_step": checkpoint.get("global_step"),
         "datamodule": datamodule,
-        "lit_ssgan_version": lit_ssgan.__version__,
+        "lit_ssgan_version": __version__,
         "torch_version": torch.__version__,
     }
 
@@ -142,9 +142,16 @@ def description_path(model_file: Path) -> Path:
     return model_file.with_name(model_file.name + ".json")
 
 
-def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None = None) -> tuple[Path, Path]:
-    """Writes the checkpoint's classifier as ``out`` (default: beside the checkpoint, named after
-    it, ``.onnx`` or ``.pt``) and its description beside it (:func:`description_path`).
+def export(ckpt_path: str | Path, format: Format = "onnx", out: str | Path | None = None) -> tuple[Path, Path]:
+    """Writes a checkpoint's classifier as one ONNX or TorchScript file, and a JSON beside it.
+
+    The JSON (:func:`description_path`) says how to feed the file and where it came from
+    (:func:`description`). ``lit-ssgan export`` takes its options from these arguments.
+
+    Args:
+        ckpt_path: a checkpoint written by lit-ssgan fit
+        format: onnx (the file to ship; needs pip install "lit_ssgan[export]") or torchscript
+        out: the file to write, ending in .onnx or .pt (default: beside the checkpoint, named after it)
 
     Returns:
         The model file and the JSON.
@@ -154,10 +161,10 @@ def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None =
             without its packages (naming what to install).
         CheckpointError: naming the file, for a missing, damaged or foreign checkpoint.
     """
-    check_choice("--format", fmt, tuple(SUFFIXES))
-    target = Path(out) if out is not None else Path(ckpt_path).with_suffix(SUFFIXES[fmt])
-    check_output_file(target, "--out", [SUFFIXES[fmt]])
-    if fmt == "onnx":
+    check_choice("--format", format, tuple(SUFFIXES))
+    target = Path(out) if out is not None else Path(ckpt_path).with_suffix(SUFFIXES[format])
+    check_output_file(target, "--out", [SUFFIXES[format]])
+    if format == "onnx":
         missing = [name for name in ONNX_PACKAGES if importlib.util.find_spec(name) is None]
         if missing:
             raise ConfigError(
@@ -166,7 +173,7 @@ def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None =
             )
     exported, checkpoint = classifier_of(ckpt_path)
     example = torch.rand(2, *exported.discriminator.image_shape)
-    if fmt == "torchscript":
+    if format == "torchscript":
         with torch.no_grad(), warnings.catch_warnings():
             # torch deprecates TorchScript for torch.export; the format is asked for by name (README)
             warnings.filterwarnings("ignore", r".*torch\.jit\.\w+` is deprecated", DeprecationWarning)
@@ -175,7 +182,7 @@ def export(ckpt_path: str | Path, fmt: Format = "onnx", out: str | Path | None =
     else:
         _export_onnx(exported, example, target)
     meta = description_path(target)
-    write_json(meta, description(exported, checkpoint, ckpt_path, target, fmt))
+    write_json(meta, description(exported, checkpoint, ckpt_path, target, format))
     return target, meta
 
 
@@ -207,19 +214,3 @@ def _export_onnx(exported: Classifier, example: Tensor, target: Path) -> None:
     finally:
         onnx_log.setLevel(level)
         aside.unlink(missing_ok=True)
-
-
-def main(argv: list[str] | None = None) -> None:
-    """``lit-ssgan export``."""
-    parser = argparse.ArgumentParser(
-        prog="lit-ssgan export",
-        description="Writes a checkpoint's classifier as an ONNX or TorchScript file that runs without lit_ssgan, "
-        "and a JSON beside it (class names, input size and range, where it came from).",
-    )
-    parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by lit-ssgan fit")
-    parser.add_argument("--format", default="onnx", choices=tuple(SUFFIXES), help="onnx (default) or torchscript")
-    parser.add_argument("--out", default=None, help="the file to write (default: beside the checkpoint)")
-    args = parser.parse_args(argv)
-    with exit_on_user_error(parser.prog):
-        model_file, meta = export(args.ckpt_path, args.format, args.out)
-    print(f"{args.format} classifier written to {model_file}; how to feed it: {meta}")

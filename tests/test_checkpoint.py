@@ -18,6 +18,7 @@ from lit_ssgan.checkpoint import (
     load_matching_weights,
 )
 from lit_ssgan.cli import cli
+from lit_ssgan.training import Training
 from tests.helpers import digits_args, make_model, make_trainer
 
 
@@ -128,7 +129,8 @@ def test_weights_from_copies_the_tensors_whose_names_and_shapes_match(tmp_path):
 
     # in fit, from scratch: applied before the first step (lr 0, so the step changes nothing)
     frozen = partial(torch.optim.Adam, lr=0.0)
-    model = make_model(weights_from=str(path), d_optimizer=frozen, g_optimizer=frozen, data_dependent_init=True)
+    training = Training(weights_from=str(path), data_dependent_init=True)
+    model = make_model(training=training, d_optimizer=frozen, g_optimizer=frozen)
     make_trainer(tmp_path, max_steps=1).fit(model, DigitsDataModule())
     for name, tensor in source.discriminator.state_dict().items():
         assert torch.equal(model.discriminator.state_dict()[name], tensor), name

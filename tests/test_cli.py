@@ -6,14 +6,18 @@ import os
 import shutil
 import subprocess
 import sys
+from argparse import ArgumentError
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
 
+import lit_ssgan
 from lit_ssgan import SemiSupervisedGAN
-from lit_ssgan.cli import cli
+from lit_ssgan.callbacks import LabeledExamples, Preemption
+from lit_ssgan.cli import SUBCOMMANDS, SemiSupervisedCLI, Subcommand, cli, main
+from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import evaluating
 from tests.helpers import CONFIGS, ROOT, digits_args
 
@@ -116,13 +120,14 @@ def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path)
 @pytest.mark.parametrize(
     "extra, match",
     [
-        (["--model.d_label_smooth", "1.5"], "d_label_smooth"),
-        (["--model.generator_target_prob", "-0.2"], "generator_target_prob"),
         (["--data.num_labeled", "5"], "num_labeled"),
         (["--data.num_labeled", "5000"], "num_labeled"),
         (["--model.discriminator", "lit_ssgan.models.ConvDiscriminator"], r"image_shape \(1, 8, 8\)"),
         (["--model.validation_scores", "[acc, recall]"], "model.validation_scores: 'recall'"),
-        (["--model.classification", "false", "--model.validation_scores", "[acc]"], "'acc' is not a score for regr"),
+        (
+            ["--model.discriminator.init_args.regression", "true", "--model.validation_scores", "[acc]"],
+            "'acc' is not a score for regr",
+        ),
         (["--data.balance_ratio", "1.2"], r"balance_ratio must be a float in \[0, 1\]"),
         (["--data.balance_ratio", "0.9", "--data.balance_weights", "[1, 2]"], "balance_weights needs one weight"),
         (
@@ -131,8 +136,11 @@ def test_data_dir_on_the_command_line_is_used_and_a_missing_file_named(tmp_path)
         ),
         (["--data.num_labeled", "[1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1]"], "for each of the 10 classes"),
         (["--data.num_labeled", "[500, 4, 4, 4, 4, 4, 4, 4, 4, 4]"], "needs 500 labeled examples of class .0."),
-        (["--model.d_gradient_multipliers", "{nothing: 0.5}"], "d_gradient_multipliers: 'nothing' matches no"),
-        (["--model.resume_lr", "0"], "resume_lr must be positive"),
+        (
+            ["--model.d_gradients", "lit_ssgan.gradients.GradientPolicy"]
+            + ["--model.d_gradients.init_args.multipliers", "{nothing: 0.5}"],
+            "d_gradients.multipliers: 'nothing' matches no",
+        ),
     ],
 )
 def test_bad_input_is_refused_before_training(tmp_path, extra, match):
@@ -141,8 +149,22 @@ def test_bad_input_is_refused_before_training(tmp_path, extra, match):
     assert not list(tmp_path.rglob("*.ckpt"))
 
 
+@pytest.mark.parametrize(
+    "extra, key",
+    [
+        (["--model.d_loss.init_args.d_label_smooth", "1.5"], "d_label_smooth"),
+        (["--model.g_loss=lit_ssgan.losses.SigmoidKL", "--model.g_loss.init_args.target_prob", "-0.2"], "target_prob"),
+        (["--model.training.resume_lr", "0"], "resume_lr"),
+    ],
+)
+def test_a_value_out_of_its_options_range_is_refused_by_the_command_line_naming_it(tmp_path, extra, key):
+    with pytest.raises(ArgumentError, match=f'Parser key "{key}"'):
+        cli(digits_args(tmp_path, *extra), parser_kwargs={"exit_on_error": False})
+    assert not list(tmp_path.rglob("*.ckpt"))
+
+
 def test_regression_on_the_digits_logs_mae_rmse_and_kappa(tmp_path):
-    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--model.classification", "false"))
+    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--model.discriminator.init_args.regression", "true"))
     assert {"val/mae", "val/rmse", "val/kappa"} <= set(run.trainer.callback_metrics)
     assert run.model.discriminator.regression
 
@@ -167,12 +189,69 @@ def lit_ssgan_command(*args: str, **env: str) -> subprocess.CompletedProcess:
 def test_the_console_script_runs_fit_help():
     out = lit_ssgan_command("fit", "--help")
     assert out.returncode == 0
-    assert "--model.unlabeled_weight" in out.stdout and "--test_after_fit" in out.stdout
+    assert "--model.d_loss" in out.stdout and "--test_after_fit" in out.stdout
+
+
+def test_the_help_lists_every_subcommand_a_line_each():
+    out = lit_ssgan_command("--help", COLUMNS="80")
+    assert out.returncode == 0
+    listed = out.stdout.split("Available subcommands:", 1)[1].split("\n\n", 1)[0].splitlines()
+    entries = [line.split(maxsplit=1) for line in listed if line.strip() not in ("", "(required)")]
+    assert [name for name, *_ in entries] == [*SemiSupervisedCLI.subcommands(), *SUBCOMMANDS]
+    assert all(len(entry) == 2 for entry in entries), listed  # each with its help, on its own line
+
+
+def test_a_subcommand_is_a_function_whose_parameters_are_its_options(monkeypatch, capsys, tmp_path):
+    """What adding a subcommand beside export takes: one Subcommand in SUBCOMMANDS."""
+
+    def count(to: int, step: int = 1) -> int:
+        """Counts.
+
+        Args:
+            to: where to stop
+            step: how far each step goes
+        """
+        if step <= 0:
+            raise ConfigError(f"--step must be positive, got {step}")
+        return len(range(0, to, step))
+
+    monkeypatch.setitem(SUBCOMMANDS, "count", Subcommand(count, "count up to a number", lambda n: f"{n} steps"))
+    main(["count", "--to", "10", "--step", "3"])
+    assert capsys.readouterr().out == "4 steps\n"
+    (tmp_path / "count.yaml").write_text("to: 10\nstep: 5\n")  # its options from a file
+    main(["count", "--config", str(tmp_path / "count.yaml")])
+    assert capsys.readouterr().out == "2 steps\n"
+    with pytest.raises(SystemExit) as help_:
+        main(["count", "--help"])
+    assert help_.value.code == 0 and "--to TO" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as refused:  # a user's error: one line, status 1
+        main(["count", "--to", "10", "--step", "0"])
+    assert refused.value.code == "lit-ssgan count: error: --step must be positive, got 0"
+    with pytest.raises(SystemExit) as bad:  # a command line that does not parse: status 2
+        main(["count", "--to", "ten"])
+    assert bad.value.code == 2 and 'Parser key "to"' in capsys.readouterr().err
+    with pytest.raises(SystemExit) as listed:
+        main(["--help"])
+    assert listed.value.code == 0 and "count up to a number" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("given", [[], ["--trainer.callbacks+=lit_ssgan.callbacks.Preemption"]])
+def test_every_run_has_the_preemption_and_labeled_examples_callbacks_once(tmp_path, given):
+    run = cli(digits_args(tmp_path, "--trainer.max_steps", "1", *given))
+    kinds = [type(callback) for callback in run.trainer.callbacks]
+    assert kinds.count(Preemption) == 1 and kinds.count(LabeledExamples) == 1
+    assert Path(run.trainer.log_dir, "labeled_examples.csv").is_file()
+
+
+def test_the_package_metadata_has_the_version_of_the_package():
+    setuptools_config = pytest.importorskip("setuptools.config.setupcfg")
+    metadata = setuptools_config.read_configuration(ROOT / "setup.cfg")["metadata"]
+    assert metadata["version"] == lit_ssgan.__version__
 
 
 def test_python_dash_m_is_the_same_command():
     out = subprocess.run([sys.executable, "-m", "lit_ssgan", "fit", "--help"], capture_output=True, text=True, cwd=ROOT)
-    assert out.returncode == 0 and "--model.unlabeled_weight" in out.stdout
+    assert out.returncode == 0 and "--model.d_loss" in out.stdout
 
 
 @pytest.mark.parametrize(

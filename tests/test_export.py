@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+import lit_ssgan
 from lit_ssgan import SemiSupervisedGAN
 from lit_ssgan.cli import cli, main
 from lit_ssgan.export import description_path
@@ -84,6 +85,7 @@ def test_the_exported_classifier_gives_predicts_probabilities_without_lit_ssgan(
     assert meta["class_names"] == [str(d) for d in range(10)]
     assert (meta["image_size"], meta["channels"], meta["input"]["range"]) == (16, 1, [0.0, 1.0])
     assert meta["weights"] == "EMA average" and meta["checkpoint"] == str(ckpt.resolve())
+    assert meta["lit_ssgan_version"] == lit_ssgan.__version__
 
     result = run_exported(folders / "test", model)
     with open(csv_path, newline="") as f:
@@ -132,7 +134,7 @@ def test_each_shipped_config_exports(config, tmp_path, request):
 
 
 def test_a_regression_model_exports_its_values(tmp_path):
-    run = cli(digits_args(tmp_path, "--trainer.max_steps", "2", "--model.classification", "false"))
+    run = cli(digits_args(tmp_path, "--trainer.max_steps", "2", "--model.discriminator.init_args.regression", "true"))
     ckpt = Path(run.trainer.log_dir, "checkpoints", "last.ckpt")
     export("--ckpt_path", str(ckpt), "--format", "torchscript", "--out", str(tmp_path / "grades.pt"))
     meta = json.loads(description_path(tmp_path / "grades.pt").read_text())
@@ -183,6 +185,22 @@ def test_a_bad_export_is_one_line_naming_the_file(checkpoint, tmp_path):
     assert done.returncode == 1 and done.stderr.strip().splitlines() == [
         f"lit-ssgan export: error: checkpoint not found: {tmp_path / 'missing.ckpt'}"
     ]
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--ckpt_path", "x.ckpt", "--format", "onnxx"], 'Parser key "format"'),
+        ([], "the following arguments are required: export.ckpt_path"),
+        (["--ckpt_path", "x.ckpt", "--fmt", "onnx"], "unrecognized arguments: --fmt onnx"),
+    ],
+)
+def test_an_export_command_line_that_does_not_parse_is_a_short_message_and_status_2(capsys, args, says):
+    with pytest.raises(SystemExit) as exit_:
+        export(*args)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and says in err, err
+    assert "Traceback" not in err and len(err.strip().splitlines()) <= 3, err
 
 
 def test_folding_keeps_a_generators_eval_outputs():  # its output layer: a weight-normed transposed conv

@@ -20,10 +20,11 @@ from lightning.pytorch.utilities import rank_zero_warn
 from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
-import lit_ssgan
-from lit_ssgan.checkpoint import atomic_file, non_plain_hparams, write_atomically, write_json
+from lit_ssgan._version import __version__
+from lit_ssgan.checkpoint import non_plain_hparams
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.files import atomic_file, write_atomically, write_json
 from lit_ssgan.protocols import served_gan
 
 
@@ -40,7 +41,7 @@ def run_record(trainer: lightning.Trainer) -> dict[str, Any]:
         "global_step": trainer.global_step,
         "datamodule": type(datamodule).__name__ if datamodule is not None else None,
         "data": {k: v for k, v in options.items() if not k.startswith("_") and k not in objects},
-        "lit_ssgan_version": lit_ssgan.__version__,
+        "lit_ssgan_version": __version__,
     }
 
 

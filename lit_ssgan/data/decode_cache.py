@@ -17,10 +17,10 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.utilities import rank_zero_only
 
-from lit_ssgan.checkpoint import atomic_file, write_atomically
 from lit_ssgan.data.datasets import ImageRows
 from lit_ssgan.data.decoding import DECODER, SKIP_HINT, decode_into
 from lit_ssgan.errors import BadFileError, ConfigError
+from lit_ssgan.files import atomic_file, write_atomically
 from lit_ssgan.outputs import check_output_folder
 
 #: the layout of a cache's files; a change to it makes every older cache a miss

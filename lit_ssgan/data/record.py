@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from lit_ssgan.checkpoint import write_atomically
 from lit_ssgan.errors import ConfigError, MissingFileError
+from lit_ssgan.files import write_atomically
 
 #: the file in the run's log directory
 FILE_NAME = "labeled_examples.csv"
