@@ -35,7 +35,6 @@ __all__ = [
     "find_last_checkpoint",
     "load_checkpoint_file",
     "load_matching_weights",
-    "non_plain_hparams",
 ]
 
 
@@ -167,17 +166,3 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], model: nn.Module, data: di
         f"this run's data is {_describe(data)}. Use the config the checkpoint was trained with, or "
         "model.weights_from to copy only the tensors that fit."
     )
-
-
-def non_plain_hparams(hparams: dict[str, Any]) -> list[str]:
-    """The names of the hyperparameters a ``weights_only`` checkpoint cannot hold (objects rather
-    than plain values, e.g. networks passed from Python rather than configured by the CLI)."""
-    return [name for name, value in hparams.items() if not _is_plain(value)]
-
-
-def _is_plain(value: Any) -> bool:
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return value is None or isinstance(value, (bool, int, float, str))

@@ -31,6 +31,7 @@ from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, 
 from lit_ssgan.export import export
 from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.outputs import check_output_file, check_output_folder
+from lit_ssgan.training import from_flat_options
 
 
 class SemiSupervisedCLI(LightningCLI):
@@ -79,6 +80,13 @@ class SemiSupervisedCLI(LightningCLI):
         if ckpt_path:
             loaded = load_checkpoint_file(ckpt_path)
             self._ckpt_data = loaded.get("data") if isinstance(loaded, dict) else None
+            if isinstance(loaded, dict) and from_flat_options(loaded.get("hyper_parameters") or {}) is not None:
+                raise ConfigError(
+                    f"--ckpt_path {ckpt_path}: written by lit_ssgan 0.1, whose model options were flat (0.2 builds the "
+                    "model from parts: README, Upgrading from 0.1). Resume its run with --ckpt_path last and a config "
+                    "in the new form, start from its weights with --model.training.weights_from, or load it in "
+                    "Python with SemiSupervisedGAN.load_from_checkpoint, which maps the options"
+                )
         # LightningCLI then lays the checkpoint's model hyperparameters over the command line's;
         # model.training.resume_lr is a choice for this resume, not part of the model: keep the user's.
         self._resume_lr = self.config.get(f"{subcommand}.model.training.resume_lr") if subcommand else None

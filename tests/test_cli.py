@@ -302,3 +302,19 @@ def test_importing_lit_ssgan_adds_no_warning_filter():
         "assert warnings.filters == before, [f for f in warnings.filters if f not in before]"
     )
     subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
+def test_a_checkpoint_of_the_flat_options_before_0_2_0_is_refused_by_path_and_resumed_by_last(tmp_path):
+    run = cli(digits_args(tmp_path, "--trainer.max_epochs", "1"))
+    last = Path(run.trainer.checkpoint_callback.last_model_path)
+    checkpoint = torch.load(last, weights_only=True)
+    hparams = checkpoint["hyper_parameters"]
+    d_loss, training = hparams.pop("d_loss")["init_args"], hparams.pop("training")
+    for part in ("g_loss", "d_gradients", "g_gradients"):
+        hparams.pop(part)
+    hparams.update(unlabeled_weight=d_loss["unlabeled_weight"], feature_distance="squared", **training)
+    torch.save(checkpoint, last)  # as lit_ssgan 0.1 wrote it
+    with pytest.raises(ConfigError, match="written by lit_ssgan 0.1, whose model options were flat"):
+        cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", str(last)))
+    resumed = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
+    assert resumed.trainer.global_step == 2 * run.trainer.global_step

@@ -6,8 +6,8 @@ import torch.nn.functional as F
 
 from lit_ssgan import losses
 from lit_ssgan.consistency import MeanTeacher, PiModel
-from lit_ssgan.parts import built, config_of
 from lit_ssgan.losses import sigmoid_kl_with_logits
+from lit_ssgan.parts import built, config_of
 
 DOUBLE = torch.float64
 

@@ -329,6 +329,10 @@ def test_the_constructor_takes_parts_not_their_options():
     assert "hparams[" not in inspect.getsource(lit_ssgan.module)  # each part holds its own options
 
 
+def small_generator() -> MLPGenerator:
+    return MLPGenerator((1, 8, 8), hidden=(32,))
+
+
 def saved_from_python(tmp_path) -> tuple[Path, SemiSupervisedGAN]:
     model = make_model(
         d_loss=losses.DiscriminatorLoss(0.5, d_label_smooth=0.1, consistency=MeanTeacher(0.3, decay=0.9)),
@@ -351,7 +355,7 @@ def parts_of(model: SemiSupervisedGAN) -> dict:
 
 def test_a_model_built_from_python_is_loaded_with_its_parts(tmp_path):
     path, model = saved_from_python(tmp_path)
-    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": MLPGenerator((1, 8, 8), hidden=(32,))}
+    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": small_generator()}
     loaded = SemiSupervisedGAN.load_from_checkpoint(path, **networks)
     assert parts_of(loaded) == parts_of(model) and set(loaded.val_metrics) == {"val/acc", "val/kappa"}
     assert loaded.teacher is not None and torch.equal(
@@ -380,6 +384,6 @@ def test_a_checkpoint_of_the_flat_options_before_0_2_0_is_loaded_with_them_mappe
         "compile": None,
     }
     torch.save(checkpoint, tmp_path / "old.ckpt")
-    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": MLPGenerator((1, 8, 8), hidden=(32,))}
+    networks = {"discriminator": MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32)), "generator": small_generator()}
     loaded = SemiSupervisedGAN.load_from_checkpoint(tmp_path / "old.ckpt", **networks)
     assert parts_of(loaded) == parts_of(model)

@@ -21,10 +21,10 @@ from torch import Tensor
 from torchmetrics.classification import MulticlassConfusionMatrix
 
 from lit_ssgan._version import __version__
-from lit_ssgan.checkpoint import non_plain_hparams
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.files import atomic_file, write_atomically, write_json
+from lit_ssgan.parts import non_plain_hparams
 from lit_ssgan.protocols import served_gan
 
 
