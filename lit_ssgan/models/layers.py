@@ -8,7 +8,9 @@ channels at 32x32: 83 000 weights against 98 000 outputs an image), so there the
 normalised, ``conv(x, g * v / ||v||) + b``, and the bias and its gradient go to oneDNN's or
 cuDNN's fused kernels (``_NormalisedWeightFunction``). Each layer is one autograd node, and in a
 :func:`frozen_weights` block (the discriminator during the generator's step) its norms, and its
-weights in autocast's dtype, are computed once for all forward passes.
+weights in autocast's dtype, are computed once for all forward passes. Kept rather than torch's
+``nn.utils.parametrizations.weight_norm``: the checkpoints' ``g``/``v``, the data-dependent init and
+the export's folding are built on them; the speed is level (``benchmarks/weight_norm.py``).
 """
 
 from __future__ import annotations
