@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning
 from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import WeightAveraging
+from lightning.pytorch.trainer.states import TrainerFn
 
 from lit_ssgan.averaging import ExponentialMovingAverage, ema_with_warmup
 from lit_ssgan.errors import check_probability
@@ -20,7 +23,8 @@ class EMA(WeightAveraging):
     Lightning's ``WeightAveraging`` does the bookkeeping: the average is updated after every
     batch, swapped in for validation, saved as the checkpoint's ``state_dict`` (the raw
     weights go to ``current_model_state``, so resuming continues both), and copied into the
-    model when training ends, so ``test`` and ``predict`` use it. The average is an
+    model when training ends, so ``test`` and ``predict`` use it; they use it from a checkpoint as
+    well, whose ``state_dict`` the Trainer loads into the model. The average is an
     :class:`~lit_ssgan.averaging.ExponentialMovingAverage`: its update reads nothing from the
     device.
 
@@ -35,3 +39,13 @@ class EMA(WeightAveraging):
     def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
             set_average_model(self, ExponentialMovingAverage(pl_module, self.decay, device=pl_module.device))
+
+    def on_load_checkpoint(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        """In ``fit``, restores the average and the raw weights from ``checkpoint``. In ``validate``,
+        ``test`` and ``predict`` it does nothing: the model holds the checkpoint's ``state_dict``,
+        which for a checkpoint of this callback is the average, and is what they evaluate (even on a
+        Trainer that has fit before)."""
+        if trainer.state.fn == TrainerFn.FITTING:
+            super().on_load_checkpoint(trainer, pl_module, checkpoint)
