@@ -55,13 +55,13 @@ def setup_fit(**kwargs) -> ImageFolderDataModule:
 
 def count_decodes(monkeypatch) -> list[Path]:
     decoded: list[Path] = []
-    original = decoding.read_image
+    original = decoding.decode_image
 
-    def counted(path: Path, image_size: int, channels: int) -> np.ndarray:
+    def counted(data: bytes, path: Path, image_size: int, channels: int) -> np.ndarray:
         decoded.append(path)
-        return original(path, image_size, channels)
+        return original(data, path, image_size, channels)
 
-    monkeypatch.setattr(decoding, "read_image", counted)
+    monkeypatch.setattr(decoding, "decode_image", counted)
     return decoded
 
 

@@ -1,10 +1,18 @@
 """Image files to uint8 arrays: one file (:func:`read_image`), many in threads into an array that
 may be memory-mapped (:func:`decode_into`), or a batch at a time as a loader reads them
-(:class:`DecodingDataset`, for ``predict``)."""
+(:class:`DecodingDataset`, for ``predict``).
+
+A file is read with Python and its bytes decoded by OpenCV (``cv2.imdecode``): no path reaches
+OpenCV, so any name the file system allows is read, whatever its bytes (OpenCV's ``imread`` can
+crash the process on a name that is not UTF-8). Names in messages are :func:`shown`; names that
+files and records keep are :func:`file_name`.
+"""
 
 from __future__ import annotations
 
+import hashlib
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -30,20 +38,89 @@ SKIP_HINT = "(data.skip_bad_images true skips such files)"
 #: the label :class:`DecodingDataset` gives an image it could not read (with ``skip_bad``)
 UNREADABLE = -2
 
+#: what a decode saw of a file: its status when it was opened (None: no file there) and
+#: the :func:`digest` of its bytes (None: they could not be read)
+Seen = tuple[os.stat_result | None, str | None]
+
+
+def file_name(path: str | os.PathLike[str]) -> str:
+    """``path`` as text any UTF-8 file can hold: itself where its name is UTF-8 (as nearly every
+    name is), else with each byte that is not written ``\\xNN``: ``caf\\xe9.png`` for the Latin-1
+    name. The names a run writes (CSVs, its record of examples) and matches (a labels CSV) are these.
+
+    Example:
+        >>> file_name(os.fsdecode(b"caf\\xe9.png")), file_name("caf\\u00e9.png")
+        ('caf\\\\xe9.png', 'café.png')
+    """
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
+def shown(path: str | os.PathLike[str]) -> str:
+    """``path`` for a message: :func:`file_name`, with any character that does not print (a newline,
+    a tab) escaped, so that a message stays one printable line.
+
+    Example:
+        >>> shown("a\\nb.png")
+        'a\\\\nb.png'
+    """
+    text = file_name(path)
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def digest(data: bytes) -> str:
+    """A digest of a file's bytes (BLAKE2b, 128 bits, in hex): what a decode cache records of each file."""
+    return hashlib.blake2b(data, digest_size=16).hexdigest()
+
+
+def read_file(path: Path) -> tuple[bytes, os.stat_result]:
+    """A file's bytes, and its status taken as it was opened (before the bytes are read, so that a
+    change made while reading shows in a later status).
+
+    Raises:
+        BadFileError: naming the file, if it cannot be read (naming its target, for a symbolic
+            link to nothing).
+    """
+    try:
+        with open(path, "rb") as f:
+            status = os.fstat(f.fileno())
+            return f.read(), status
+    except FileNotFoundError:
+        if os.path.islink(path):
+            target = os.path.realpath(path)  # the end of a chain of links, the one that is missing
+            raise BadFileError(f"{shown(path)} is a symbolic link to {shown(target)}, which does not exist") from None
+        raise BadFileError(f"{shown(path)} could not be read: it no longer exists") from None
+    except OSError as err:
+        raise BadFileError(f"{shown(path)} could not be read: {err.strerror or err}") from None
+
 
 def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
-    """One image as ``(image_size, image_size, channels)`` uint8 (RGB order for colour): decoded
-    with OpenCV, grey/colour converted, an alpha channel dropped, resized (area interpolation when
-    shrinking). 16-bit images are scaled to 8 bits.
+    """One image file as :func:`decode_image` makes it.
+
+    Raises:
+        BadFileError: naming the file, if it cannot be read or decoded.
+    """
+    return decode_image(read_file(path)[0], path, image_size, channels)
+
+
+def decode_image(data: bytes, path: Path, image_size: int, channels: int) -> np.ndarray:
+    """The bytes of an image file (``path``, for messages and its suffix) as
+    ``(image_size, image_size, channels)`` uint8 (RGB order for colour): decoded with OpenCV,
+    grey/colour converted, an alpha channel dropped, resized (area interpolation when shrinking).
+    16-bit images are scaled to 8 bits.
 
     Raises:
         BadFileError: naming the file, if it cannot be decoded.
     """
-    if path.suffix.lower() in (".jpg", ".jpeg") and _jpeg_truncated(path):
-        raise BadFileError(f"{path} is truncated: it ends before its end-of-image marker")
-    image = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    if path.suffix.lower() in (".jpg", ".jpeg") and data and _jpeg_truncated(data):
+        raise BadFileError(f"{shown(path)} is truncated: it ends before its end-of-image marker")
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED) if data else None
+    except cv2.error:  # what OpenCV refuses (an image larger than its limit, ...)
+        image = None
     if image is None or image.size == 0:
-        raise BadFileError(f"{path} could not be read as an image")
+        raise BadFileError(f"{shown(path)} could not be read as an image{'' if data else ': it is empty'}")
     if image.dtype == np.uint16:
         image = (image / 257).round().astype(np.uint8)
     elif image.dtype != np.uint8:
@@ -69,12 +146,10 @@ def read_image(path: Path, image_size: int, channels: int) -> np.ndarray:
     return np.ascontiguousarray(image)
 
 
-def _jpeg_truncated(path: Path) -> bool:
+def _jpeg_truncated(data: bytes) -> bool:
     """Whether a JPEG file lacks its end-of-image marker (a download or copy cut short), which
     OpenCV would decode into an image filled with grey. (Cut PNG, WEBP and BMP files fail to decode.)"""
-    with open(path, "rb") as f:
-        f.seek(max(0, os.fstat(f.fileno()).st_size - 64))
-        return not f.read().rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
+    return not data[-64:].rstrip(b"\x00\r\n\t ").endswith(b"\xff\xd9")
 
 
 def decode_into(
@@ -82,10 +157,15 @@ def decode_into(
     out: np.ndarray,
     skip_bad: bool = False,
     progress: Callable[[int, int, float], None] | None = None,
+    seen: list[Seen] | None = None,
 ) -> dict[int, str]:
     """Decodes ``paths`` into the rows of ``out`` (``(N, H, W, C)`` uint8, in memory or
     memory-mapped), in threads (OpenCV releases the GIL); ``progress(done, total, seconds)`` is
-    called as chunks finish.
+    called as chunks finish. With ``seen`` (a list as long as ``paths``), ``seen[i]`` is set to what
+    was read of file ``i`` (:data:`Seen`), readable or not.
+
+    Anything raised in the calling thread while it waits (a ``KeyboardInterrupt``, or an exception
+    a signal handler raises) stops the threads after the image each is decoding, and goes on.
 
     Returns:
         The files that could not be read, ``{index: message}`` (their rows are left as they
@@ -101,7 +181,15 @@ def decode_into(
             if stop.is_set():
                 break
             try:
-                out[i] = read_image(paths[i], size, channels)
+                try:
+                    data, status = read_file(paths[i])
+                except BadFileError:
+                    if seen is not None:
+                        seen[i] = (_status(paths[i]), None)
+                    raise
+                if seen is not None:
+                    seen[i] = (status, digest(data))
+                out[i] = decode_image(data, paths[i], size, channels)
             except BadFileError as err:
                 if not skip_bad:
                     stop.set()
@@ -115,15 +203,34 @@ def decode_into(
     step = max(1, min(256, -(-len(paths) // (4 * threads))))
     chunks = [range(begin, min(begin + step, len(paths))) for begin in range(0, len(paths), step)]
     done = 0
-    with ThreadPoolExecutor(max_workers=threads) as pool:
+    pool = ThreadPoolExecutor(max_workers=threads, initializer=_signals_to_the_caller)
+    try:
         pending = {pool.submit(decode, chunk) for chunk in chunks}
         while pending:
-            finished, pending = wait(pending, timeout=5, return_when=FIRST_EXCEPTION)
+            finished, pending = wait(pending, timeout=1, return_when=FIRST_EXCEPTION)
             for future in finished:
                 done += future.result()  # the first unreadable file raises here (without skip_bad)
             if progress is not None:
                 progress(done, len(paths), time.perf_counter() - start)
+    finally:
+        stop.set()  # after an exception, the threads stop at their next image
+        pool.shutdown(wait=True, cancel_futures=True)
     return dict(sorted(failed.items()))
+
+
+def _signals_to_the_caller() -> None:
+    """Blocks SIGTERM and SIGINT in a decoding thread: the system then delivers them to a thread that
+    takes them, the calling one, whose wait they interrupt at once (Python runs handlers there only)."""
+    if hasattr(signal, "pthread_sigmask"):
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT})
+
+
+def _status(path: Path) -> os.stat_result | None:
+    """``os.stat(path)``, or None where there is no file (a symbolic link to nothing)."""
+    try:
+        return os.stat(path)
+    except OSError:
+        return None
 
 
 class DecodingDataset(Dataset[Batch]):

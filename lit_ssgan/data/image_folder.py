@@ -16,7 +16,7 @@ from torch.utils.data import Dataset
 from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 from lit_ssgan.data.datasets import ImageRows
 from lit_ssgan.data.decode_cache import DecodeCache
-from lit_ssgan.data.decoding import DecodingDataset
+from lit_ssgan.data.decoding import DecodingDataset, file_name, shown
 from lit_ssgan.errors import BadFileError, ConfigError, MissingFileError, check_choice
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -35,7 +35,7 @@ def read_text(path: Path) -> str:
     except UnicodeDecodeError as err:
         line = data[: err.start].count(b"\n") + 1
         raise BadFileError(
-            f"{path} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} ({err.reason}); save it as "
+            f"{shown(path)} is not UTF-8 text: byte 0x{data[err.start]:02x} on line {line} ({err.reason}); save it as "
             "UTF-8 (in Excel: Save As, 'CSV UTF-8')"
         ) from None
 
@@ -43,7 +43,12 @@ def read_text(path: Path) -> str:
 def find_images(folder: Path) -> tuple[list[Path], list[Path]]:
     """The image files under ``folder``, at any depth and through symbolic links to folders (each
     folder once, so a link to a folder above cannot loop), in a stable (sorted) order; and the
-    other files found, which are skipped (hidden files such as ``.DS_Store`` are not counted)."""
+    other files found, which are skipped (hidden files such as ``.DS_Store`` are not counted).
+
+    An image file is a regular file named with an image suffix, or a symbolic link so named that
+    leads nowhere: reading it fails as a file that cannot be read does, naming the link and its
+    missing target (or it is skipped, with ``skip_bad_images``). Any name the file system allows is
+    found, also one that is not UTF-8."""
     images: list[Path] = []
     others: list[Path] = []
     seen: set[tuple[int, int]] = set()
@@ -56,8 +61,14 @@ def find_images(folder: Path) -> tuple[list[Path], list[Path]]:
         for name in names:
             path = Path(root) / name
             if not name.startswith("."):
-                (images if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() else others).append(path)
+                image = path.suffix.lower() in IMAGE_SUFFIXES and (path.is_file() or _dangling(path))
+                (images if image else others).append(path)
     return sorted(images), sorted(others)
+
+
+def _dangling(path: Path) -> bool:
+    """Whether ``path`` is a symbolic link to nothing (or to a loop of links)."""
+    return path.is_symlink() and not path.exists()
 
 
 def list_images(folder: Path, what: str | None = None, expected: Sequence[Path] = ()) -> list[Path]:
@@ -73,7 +84,7 @@ def report_skipped(others: Sequence[Path], what: str | None) -> None:
         kinds = sorted({p.suffix.lower() or "no extension" for p in others})
         rank_zero_warn(
             f"{what}: skipped {len(others)} files that are not images this reads ({', '.join(kinds)}), "
-            f"e.g. {', '.join(str(p) for p in others[:3])}; images are {' '.join(IMAGE_SUFFIXES)}"
+            f"e.g. {', '.join(shown(p) for p in others[:3])}; images are {' '.join(IMAGE_SUFFIXES)}"
         )
 
 
@@ -82,7 +93,8 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
 
     - ``labeled_dir``: images in class subfolders (``<labeled_dir>/<class name>/*.png``), or
       anywhere under it with ``labels_csv`` (rows ``filename,label`` after a header line; the file
-      name relative to ``labeled_dir``, with or without its extension, as tefla's ``DataSet``).
+      name relative to ``labeled_dir``, with or without its extension, as tefla's ``DataSet``; a
+      name without one that matches two files, or a row with a third field, is refused by row).
     - ``unlabeled_dir``: images in any subfolders; their labels, if any, are never read.
     - ``val_dir`` / ``test_dir``: labeled like ``labeled_dir`` (with ``val_labels_csv`` /
       ``test_labels_csv``); without ``val_dir``, ``val_size`` images are split off the labeled
@@ -93,6 +105,12 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
     (:class:`~lit_ssgan.data.decode_cache.DecodeCache`; 128×128 RGB: 49 KB an image) that later
     runs read without decoding; batches are gathered from it, memory-mapped, so no process holds
     the images in its own memory. ``predict`` decodes a batch at a time, as it goes.
+
+    Any file name the file system allows is read. Names are recorded (``labeled_examples.csv``,
+    the predictions CSV) and matched (a labels CSV) as :func:`~lit_ssgan.data.decoding.file_name`
+    writes them: as they are where they are UTF-8, else with each byte that is not as ``\\xNN``
+    (``caf\\xe9.png``). A symbolic link named as an image that leads nowhere is an image that
+    cannot be read: refused naming its target, or skipped with ``skip_bad_images``.
 
     Args:
         labeled_dir: the labeled images.
@@ -151,7 +169,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         }
         for name, folder in self.dirs.items():
             if folder is not None and not folder.is_dir():
-                raise MissingFileError(f"data.{name}: no folder {folder}")
+                raise MissingFileError(f"data.{name}: no folder {shown(folder)}")
         if val_dir and val_size:
             raise ConfigError("give data.val_size or data.val_dir, not both")
         self.csvs = {"labeled_dir": labels_csv, "val_dir": val_labels_csv, "test_dir": test_labels_csv}
@@ -190,15 +208,15 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             raise ConfigError(f"data.class_names: a classifier needs two classes or more, got only {found}")
         folder = self.dirs["labeled_dir"]
         assert folder is not None
-        deeper = sorted(p.name for p in (folder / self.class_names[0]).glob("*") if p.is_dir())
+        deeper = sorted(shown(p.name) for p in (folder / self.class_names[0]).glob("*") if p.is_dir())
         hint = (
             f"; its folder holds the subfolders {', '.join(deeper[:5])}: one level too deep? Give "
-            f"data.labeled_dir {folder / self.class_names[0]}"
+            f"data.labeled_dir {shown(folder / self.class_names[0])}"
             if deeper and not self.csvs["labeled_dir"]
             else ""
         )
         raise ConfigError(
-            f"data.labeled_dir {folder}: a classifier needs two classes or more, found only {found}{hint}"
+            f"data.labeled_dir {shown(folder)}: a classifier needs two classes or more, found only {found}{hint}"
         )
 
     def _sort_key(self, name: str) -> Any:
@@ -215,30 +233,38 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             return self._read_csv(folder, Path(str(self.csvs[which])), which)
         classes = sorted(p for p in folder.iterdir() if p.is_dir())
         if not classes:
-            raise ConfigError(f"data.{which}: {folder} has no class subfolders (or give a labels CSV)")
+            raise ConfigError(f"data.{which}: {shown(folder)} has no class subfolders (or give a labels CSV)")
         files: list[tuple[Path, str]] = []
         skipped = [p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".")]  # not in a class
         for class_dir in classes:
             images, others = find_images(class_dir)
             if not images:
-                raise ConfigError(f"data.{which}: the class folder {class_dir} has no images")
-            files += [(path, class_dir.name) for path in images]
+                raise ConfigError(f"data.{which}: the class folder {shown(class_dir)} has no images")
+            files += [(path, file_name(class_dir.name)) for path in images]
             skipped += others
-        report_skipped(skipped, f"data.{which} {folder}")
+        report_skipped(skipped, f"data.{which} {shown(folder)}")
         return files
 
     def _read_csv(self, folder: Path, csv_path: Path, which: str) -> list[tuple[Path, str]]:
+        """The ``(file, label)`` rows of a labels CSV: ``filename,label`` (fields past the second must
+        be empty), after a header line unless the first row names an image. A name is the file's
+        path relative to ``folder`` (as :func:`~lit_ssgan.data.decoding.file_name` writes it), with
+        or without its extension; without, it must match one file alone. Each refusal names the CSV
+        and the row (the line, in a CSV with no field across lines)."""
+        where = shown(csv_path)
         if not csv_path.is_file():
-            raise MissingFileError(f"no labels CSV {csv_path}")
-        images = list_images(folder, f"data.{which} {folder}", expected=[csv_path])
-        by_name = {p.relative_to(folder).as_posix(): p for p in images}
-        by_stem = {p.relative_to(folder).with_suffix("").as_posix(): p for p in images}
+            raise MissingFileError(f"no labels CSV {where}")
+        images = list_images(folder, f"data.{which} {shown(folder)}", expected=[csv_path])
+        by_name = {file_name(p.relative_to(folder).as_posix()): p for p in images}
+        by_stem: dict[str, list[Path]] = {}
+        for p in images:
+            by_stem.setdefault(file_name(p.relative_to(folder).with_suffix("").as_posix()), []).append(p)
         root, files, seen = folder.resolve(), [], set()
         rows = list(csv.reader(io.StringIO(read_text(csv_path), newline="")))
         first = next((row for row in rows if row and "".join(row).strip()), [""])
         named = Path(first[0].strip()).as_posix()
         if named in by_name or named in by_stem:  # its first row names an image: there is no header line
-            rank_zero_warn(f"{csv_path} has no header line: its first row ({','.join(first)}) is read as data")
+            rank_zero_warn(f"{where} has no header line: its first row ({','.join(first)}) is read as data")
             start = 1
         else:
             start = 2  # line 1 is the header
@@ -246,21 +272,36 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
             if not row or not "".join(row).strip():
                 continue
             if len(row) < 2:
-                raise ConfigError(f"{csv_path}, row {line}: expected filename,label, got {row}")
+                raise ConfigError(f"{where}, row {line}: expected filename,label, got {row}")
+            if "".join(row[2:]).strip():
+                raise ConfigError(
+                    f"{where}, row {line}: {len(row)} fields ({','.join(row)}); expected 2, filename,label "
+                    "(quote a label that holds a comma)"
+                )
             name, label = row[0].strip(), row[1].strip()
             if not label:
-                raise ConfigError(f"{csv_path}, row {line}: {name!r} has an empty label")
+                raise ConfigError(f"{where}, row {line}: {name!r} has an empty label")
             if not (folder / name).resolve().is_relative_to(root):
-                raise ConfigError(f"{csv_path}, row {line}: {name!r} is outside {folder}: refused")
-            path = by_name.get(Path(name).as_posix()) or by_stem.get(Path(name).as_posix())
+                raise ConfigError(f"{where}, row {line}: {name!r} is outside {shown(folder)}: refused")
+            key = Path(name).as_posix()
+            path = by_name.get(key)
             if path is None:
-                raise MissingFileError(f"{csv_path}, row {line}: no image {name!r} in {folder}")
+                matches = by_stem.get(key, [])
+                if len(matches) > 1:
+                    both = ", ".join(shown(p.relative_to(folder)) for p in matches[:-1])
+                    raise ConfigError(
+                        f"{where}, row {line}: {name!r} matches {both} and {shown(matches[-1].relative_to(folder))}; "
+                        "give the file name with its extension"
+                    )
+                path = matches[0] if matches else None
+            if path is None:
+                raise MissingFileError(f"{where}, row {line}: no image {name!r} in {shown(folder)}")
             if path in seen:
-                raise ConfigError(f"{csv_path}, row {line}: {name!r} is listed twice")
+                raise ConfigError(f"{where}, row {line}: {name!r} is listed twice")
             seen.add(path)
             files.append((path, label))
         if not files:
-            raise ConfigError(f"{csv_path} lists no images")
+            raise ConfigError(f"{where} lists no images")
         return files
 
     def _label_values(self, labels: list[str], where: str) -> np.ndarray:
@@ -279,14 +320,15 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
     def _read(self, paths: Sequence[Path], which: str) -> tuple[ImageRows, list[int]]:
         folder = self.dirs[which]
         assert folder is not None
-        what = f"data.{which} {folder}"
+        what = f"data.{which} {shown(folder)}"
         if not paths:
             raise ConfigError(f"{what}: no images ({', '.join(IMAGE_SUFFIXES)})")
         self.cache.check()
         c, size, _ = self.image_shape
         images, kept, bad = self.cache.images(paths, size, c, f"data.{which}", folder, self.skip_bad_images)
         if bad:
-            rank_zero_warn(f"{what}: skipped {len(bad)} unreadable images, e.g. {', '.join(map(str, bad[:3]))}")
+            names = ", ".join(shown(path) for path, _ in bad[:3])
+            rank_zero_warn(f"{what}: skipped {len(bad)} unreadable images, e.g. {names} (the first: {bad[0][1]})")
         if not kept:
             raise ConfigError(f"{what}: none of the images could be read")
         return images, kept
@@ -297,7 +339,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         images, kept = self._read([p for p, _ in files], which)
         folder = self.dirs[which]
         assert folder is not None
-        self.read_files[which] = [files[i][0].relative_to(folder).as_posix() for i in kept]
+        self.read_files[which] = [file_name(files[i][0].relative_to(folder).as_posix()) for i in kept]
         return images, labels[kept]
 
     def _folder(self, which: str, needed_by: str) -> Path:
@@ -321,7 +363,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
 
     def load_unlabeled(self) -> ImageRows:
         folder = self._folder("unlabeled_dir", "fit")
-        return self._read(list_images(folder, f"data.unlabeled_dir {folder}"), "unlabeled_dir")[0]
+        return self._read(list_images(folder, f"data.unlabeled_dir {shown(folder)}"), "unlabeled_dir")[0]
 
     def load_test_set(self) -> tuple[ImageRows, np.ndarray]:
         self._folder("test_dir", "test")
@@ -337,10 +379,10 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         """The images of ``predict_dir`` in file-name order, decoded a batch at a time as predict
         goes (not cached: a folder to predict is read once)."""
         root = self._folder("predict_dir", "predict")
-        files = list_images(root, f"data.predict_dir {root}")
+        files = list_images(root, f"data.predict_dir {shown(root)}")
         if not files:
-            raise ConfigError(f"data.predict_dir {root}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        self.predict_files = [path.relative_to(root).as_posix() for path in files]
+            raise ConfigError(f"data.predict_dir {shown(root)}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        self.predict_files = [file_name(path.relative_to(root).as_posix()) for path in files]
         c, size, _ = self.image_shape
         return DecodingDataset(files, size, c, self.eval_transform, self.skip_bad_images)
 
