@@ -160,6 +160,8 @@ def export(ckpt_path: str | Path, format: Format = "onnx", out: str | Path | Non
         ConfigError: an unknown format, an ``out`` that cannot be written or ends otherwise, or ONNX
             without its packages (naming what to install).
         CheckpointError: naming the file, for a missing, damaged or foreign checkpoint.
+        WriteError: naming the file and the cause, for an ``OSError`` while writing it (a full
+            disk); ``out`` is then left as it was, and nothing beside it.
     """
     check_choice("--format", format, tuple(SUFFIXES))
     target = Path(out) if out is not None else Path(ckpt_path).with_suffix(SUFFIXES[format])
@@ -187,10 +189,10 @@ def export(ckpt_path: str | Path, format: Format = "onnx", out: str | Path | Non
 
 
 def _export_onnx(exported: Classifier, example: Tensor, target: Path) -> None:
-    """torch's ONNX exporter (torch.export), with the batch size left free."""
+    """torch's ONNX exporter (torch.export), with the batch size left free; the model is written
+    as one file (its weights inside), atomically."""
     output = "probabilities" if exported.classification else "values"
     batch = torch.export.Dim("N")
-    aside = target.with_name(f".{target.name}.part")
     # its notes on torchvision's operators (not installed, not used) and a deprecation in torch
     # itself: nothing the user can act on
     onnx_log = logging.getLogger("torch.onnx")
@@ -199,18 +201,18 @@ def _export_onnx(exported: Classifier, example: Tensor, target: Path) -> None:
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.filterwarnings("ignore", category=FutureWarning)
-            torch.onnx.export(
+            program = torch.onnx.export(
                 exported,
                 (example,),
-                str(aside),
                 input_names=["images"],
                 output_names=[output],
                 dynamic_shapes={"images": {0: batch}},
                 dynamo=True,
-                external_data=False,
                 verbose=False,
             )
-        aside.replace(target)
     finally:
         onnx_log.setLevel(level)
-        aside.unlink(missing_ok=True)
+    if program is None:
+        raise RuntimeError("torch.onnx.export returned no program")
+    model = program.model_proto.SerializeToString()  # what ONNXProgram.save writes, as one file
+    write_atomically(target, lambda f: f.write(model))

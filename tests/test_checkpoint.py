@@ -1,13 +1,16 @@
 """Checkpoint files: atomic writes, safe loading, finding the last one, warm starts from matching
 tensors, and refusing a checkpoint that does not fit the config."""
 
+import re
+import warnings
 from functools import partial
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
-from lit_ssgan import DigitsDataModule
+from lit_ssgan import DigitsDataModule, SemiSupervisedGAN
 from lit_ssgan.checkpoint import (
     CheckpointMismatchError,
     CorruptCheckpointError,
@@ -17,7 +20,8 @@ from lit_ssgan.checkpoint import (
     load_checkpoint_file,
     load_matching_weights,
 )
-from lit_ssgan.cli import cli
+from lit_ssgan.cli import cli, main
+from lit_ssgan.errors import CheckpointError
 from lit_ssgan.training import Training
 from tests.helpers import digits_args, make_model, make_trainer
 
@@ -72,6 +76,75 @@ def test_a_checkpoint_that_needs_arbitrary_unpickling_is_refused_and_runs_nothin
 def test_a_missing_checkpoint_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nowhere.ckpt"):
         load_checkpoint_file(tmp_path / "nowhere.ckpt")
+
+
+def refused(*args: str) -> str:
+    """The one line the ``lit-ssgan`` command exits with (status 1)."""
+    with pytest.raises(SystemExit) as stopped:
+        main(list(args))
+    message = stopped.value.code
+    assert isinstance(message, str) and message.startswith("lit-ssgan: error: ") and "\n" not in message, message
+    return message
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_a_folder_as_ckpt_path_is_named_a_folder_with_what_to_give(tmp_path, checkpoint, subcommand):
+    folder = checkpoint.parent
+    message = refused(*digits_args(tmp_path, "--ckpt_path", str(folder), subcommand=subcommand))
+    assert re.fullmatch(
+        f"lit-ssgan: error: checkpoint {re.escape(str(folder))} is a folder, not a file: give a checkpoint file "
+        rf"\(a \.ckpt, e\.g\. {re.escape(str(folder))}/[^ ]+\.ckpt\), or last \(lit-ssgan's --ckpt_path last: the "
+        r"newest last\.ckpt under the run's root\)",
+        message,
+    ), message
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CheckpointError, match=r"empty is a folder, not a file: give a checkpoint file \(a \.ckpt\)"):
+        load_checkpoint_file(tmp_path / "empty")
+
+
+def not_a_checkpoint(path: Path, kind: str) -> Path:
+    """A file that torch.save did not write, or a TorchScript model."""
+    if kind == "random bytes":
+        path.write_bytes(np.random.default_rng(0).bytes(4096))
+    elif kind == "an ONNX model":
+        onnx = pytest.importorskip("onnx")
+        graph = onnx.helper.make_graph([onnx.helper.make_node("Identity", ["x"], ["y"])], "g", [], [])
+        onnx.save(onnx.helper.make_model(graph, producer_name="pytorch"), path)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    else:
+        with warnings.catch_warnings():  # torch deprecates TorchScript
+            warnings.simplefilter("ignore", DeprecationWarning)
+            torch.jit.save(torch.jit.script(torch.nn.Linear(2, 2)), path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "kind, name, says",
+    [
+        ("random bytes", "random.ckpt", "is not a torch checkpoint (it is neither torch's zip format nor a pickle)"),
+        (
+            "an ONNX model",
+            "classifier.onnx",
+            "is not a torch checkpoint (it is neither torch's zip format nor a pickle; an .onnx file is an exported "
+            "classifier): give a .ckpt file that lit-ssgan fit wrote",
+        ),
+        ("empty", "empty.ckpt", "is not a torch checkpoint (it is empty)"),
+        (
+            "a TorchScript model",
+            "classifier.pt",
+            "is a TorchScript model (as lit-ssgan export writes), not a checkpoint",
+        ),
+    ],
+)
+def test_a_file_torch_did_not_write_is_not_a_torch_checkpoint(tmp_path, kind, name, says):
+    path = not_a_checkpoint(tmp_path / name, kind)
+    message = refused(*digits_args(tmp_path, "--ckpt_path", str(path), subcommand="test"))
+    assert message.startswith(f"lit-ssgan: error: {path} ") and says in message, message
+    for load in (load_checkpoint_file, lambda p: SemiSupervisedGAN.load_from_checkpoint(str(p))):
+        with pytest.raises(CorruptCheckpointError) as failed:
+            load(path)
+        assert says in str(failed.value) and "weights_only" not in str(failed.value)
 
 
 def test_ckpt_path_last_with_no_checkpoint_yet_starts_from_scratch(tmp_path):

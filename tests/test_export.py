@@ -157,8 +157,15 @@ def test_an_export_without_an_out_writes_beside_the_checkpoint(checkpoint, capsy
 def bad_calls(tmp_path: Path, checkpoint: Path) -> list[tuple[list[str], str]]:
     plain = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, plain)  # a checkpoint, not of lit-ssgan fit
+    exported = tmp_path / "classifier.onnx"
+    exported.write_bytes(b"\x08\x0a\x12\x07pytorch\x1a\x052.9.0")  # how an ONNX model begins
     return [
         (["--ckpt_path", str(tmp_path / "missing.ckpt")], "checkpoint not found: .*missing.ckpt"),
+        (
+            ["--ckpt_path", str(checkpoint.parent)],
+            "checkpoint .*checkpoints is a folder, not a file: give a checkpoint",
+        ),
+        (["--ckpt_path", str(exported)], "classifier.onnx is not a torch checkpoint .*an .onnx file is an exported"),
         (["--ckpt_path", str(plain)], "weights.ckpt is not a checkpoint of lit-ssgan fit"),
         (["--ckpt_path", str(checkpoint), "--out", "/proc/classifier.onnx"], "--out: /proc/classifier.onnx cannot"),
         (

@@ -23,7 +23,7 @@ from torchmetrics.classification import MulticlassConfusionMatrix
 from lit_ssgan._version import __version__
 from lit_ssgan.data.decoding import UNREADABLE
 from lit_ssgan.errors import ConfigError
-from lit_ssgan.files import atomic_file, write_atomically, write_json
+from lit_ssgan.files import atomic_file, write_atomically, write_json, writing
 from lit_ssgan.parts import non_plain_hparams
 from lit_ssgan.protocols import served_gan
 
@@ -50,10 +50,11 @@ class PredictionsCSV(BasePredictionWriter):
     column per class, named after it (regression: ``file``, ``value``), one row per image in the
     data module's order (``predict_files``; else the row index). The rows are written as each batch
     comes, to a file beside the CSV that is renamed into place when predict ends: memory stays
-    constant however many images there are, and a failed predict leaves no partial file. Images
-    the data module could not read (:data:`~lit_ssgan.data.decoding.UNREADABLE`) get no row, and
-    are counted in one warning. Beside the CSV, the same name with ``.json`` records the checkpoint
-    and the data (:func:`run_record`). The ``lit-ssgan predict`` command adds it.
+    constant however many images there are, and a failed predict leaves no partial file (a write
+    that fails, for a full disk, ends it with one line naming the CSV: :mod:`lit_ssgan.files`).
+    Images the data module could not read (:data:`~lit_ssgan.data.decoding.UNREADABLE`) get no
+    row, and are counted in one warning. Beside the CSV, the same name with ``.json`` records the
+    checkpoint and the data (:func:`run_record`). The ``lit-ssgan predict`` command adds it.
 
     Args:
         path: the CSV; default ``predictions.csv`` in the run's log directory.
@@ -98,15 +99,17 @@ class PredictionsCSV(BasePredictionWriter):
         if self._seen == 0:
             if outputs.ndim == 2:
                 self._names = self._names or [str(k) for k in range(outputs.shape[1])]
-            self._csv.writerow(["file", "value"] if outputs.ndim == 1 else ["file", "prediction", *self._names])
+            with writing(self._target):
+                self._csv.writerow(["file", "value"] if outputs.ndim == 1 else ["file", "prediction", *self._names])
         self._seen += len(outputs)
-        for f, values, ok in zip(files, outputs.tolist(), readable, strict=True):
-            if not ok:
-                self._unreadable.append(f)
-            elif outputs.ndim == 1:  # regression
-                self._csv.writerow([f, f"{values:.6g}"])
-            else:
-                self._csv.writerow([f, self._names[int(np.argmax(values))], *(f"{p:.6g}" for p in values)])
+        with writing(self._target):  # a full disk: one line naming the CSV
+            for f, values, ok in zip(files, outputs.tolist(), readable, strict=True):
+                if not ok:
+                    self._unreadable.append(f)
+                elif outputs.ndim == 1:  # regression
+                    self._csv.writerow([f, f"{values:.6g}"])
+                else:
+                    self._csv.writerow([f, self._names[int(np.argmax(values))], *(f"{p:.6g}" for p in values)])
         self._rows += sum(readable)
 
     def on_predict_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
