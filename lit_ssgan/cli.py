@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shlex
 import sys
 import warnings
 from argparse import ArgumentError
@@ -23,15 +24,16 @@ from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan.callbacks import EpochLine, LabeledExamples, Preemption, TimeLeft
+from lit_ssgan.callbacks.preemption import INTERRUPTED_EXIT_STATUS
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
-from lit_ssgan.callbacks.run_folder import RunFolderCleanup
+from lit_ssgan.callbacks.run_folder import RunFolderCleanup, claim_run_folder
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
 from lit_ssgan.export import export
 from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.outputs import check_output_file, check_output_folder
-from lit_ssgan.training import from_flat_options
+from lit_ssgan.training import check_weights_from, from_flat_options
 
 
 class SemiSupervisedCLI(LightningCLI):
@@ -41,7 +43,10 @@ class SemiSupervisedCLI(LightningCLI):
     metric, else the final weights) when ``fit`` ends. ``--ckpt_path last`` picks the most
     recent ``last.ckpt`` under ``trainer.default_root_dir``, whichever run version wrote it.
     Checkpoints are written atomically and loaded safely (:class:`SafeCheckpointIO`). Every
-    Trainer it builds has the run-level callbacks of :data:`RUN_CALLBACKS`, once each.
+    Trainer it builds has the run-level callbacks of :data:`RUN_CALLBACKS`, once each. Each run
+    takes a run folder of its own (:func:`~lit_ssgan.callbacks.run_folder.claim_run_folder`), after
+    the checks that can refuse it; one that fails before it has done anything leaves none
+    (:class:`~lit_ssgan.callbacks.run_folder.RunFolderCleanup`).
     """
 
     def instantiate_trainer(self, **kwargs: Any) -> Trainer:
@@ -56,12 +61,12 @@ class SemiSupervisedCLI(LightningCLI):
             callbacks.append(EpochLine())
         if self.subcommand == "fit" and config.get("time_left", True):
             callbacks.append(TimeLeft())
-        if self.subcommand == "fit":
-            callbacks.append(RunFolderCleanup(root_existed=Path(trainer.default_root_dir).exists()))
         if self.subcommand == "test" or (self.subcommand == "fit" and config.get("test_after_fit")):
             callbacks.append(TestReport())
         if self.subcommand == "predict":
             callbacks.append(PredictionsCSV(config.get("predictions_csv")))
+        if self.subcommand:  # after the callbacks that remove their partial files when a run fails
+            callbacks.append(RunFolderCleanup(root_existed=Path(trainer.default_root_dir).exists()))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer
@@ -113,16 +118,23 @@ class SemiSupervisedCLI(LightningCLI):
 
     def _check_before_the_work(self, config: Any) -> None:
         """What can be refused before anything is built or read: evaluating untrained weights by
-        mistake, and outputs that cannot be written."""
+        mistake, outputs that cannot be written, and a ``fit`` from scratch whose
+        ``model.training.weights_from`` names no file."""
         evaluates = self.subcommand in ("validate", "test", "predict")
         if evaluates and not config.get("ckpt_path") and not config.get("untrained"):
             raise ConfigError(
                 f"{self.subcommand} needs --ckpt_path (a checkpoint, or last): without one it would evaluate "
                 "untrained weights. If that is what you mean, add --untrained true"
             )
-        check_output_folder(config["trainer"].get("default_root_dir") or ".", "--trainer.default_root_dir")
+        root = config["trainer"].get("default_root_dir") or "."
+        check_output_folder(root, "--trainer.default_root_dir")
         if self.subcommand == "predict" and config.get("predictions_csv"):
             check_output_file(config["predictions_csv"], "--predictions_csv")
+        # only a run from scratch reads weights_from (a resume goes on from its checkpoint's weights)
+        weights_from = config.get("model.training.weights_from") if self.subcommand == "fit" else None
+        ckpt_path = config.get("ckpt_path")
+        if weights_from and (not ckpt_path or (ckpt_path == "last" and find_last_checkpoint(root) is None)):
+            check_weights_from(weights_from)
 
     def _resolve_last_checkpoint(self) -> None:
         config = self.config_init[self.subcommand]
@@ -135,18 +147,28 @@ class SemiSupervisedCLI(LightningCLI):
         if found is None:
             rank_zero_warn(f"--ckpt_path last: no last.ckpt under {root} yet; starting from scratch")
 
-    before_validate = before_test = _resolve_last_checkpoint
+    def _claim_run_folder(self) -> None:
+        # the last step of each before_*: a run refused by their checks makes no folder
+        claim_run_folder(self.trainer)
+
+    def before_validate(self) -> None:
+        self._resolve_last_checkpoint()
+        self._claim_run_folder()
+
+    before_test = before_validate
 
     def before_predict(self) -> None:
         self._resolve_last_checkpoint()
         config = self.config_init[self.subcommand]
         if config.get("return_predictions") is None:  # the CSV has them: memory stays flat however many
             config["return_predictions"] = False
+        self._claim_run_folder()
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
         if self.config_init[self.subcommand].get("test_after_fit"):  # not after the whole run
             self.datamodule.check_test_set("--test_after_fit")
+        self._claim_run_folder()
 
     def add_arguments_to_parser(self, parser: LightningArgumentParser) -> None:
         for target in ("discriminator", "generator"):
@@ -275,9 +297,15 @@ def main(args: list[str] | None = None) -> None:
     An error the user caused (a :class:`~lit_ssgan.errors.UserError`: a bad option value, a
     missing or damaged file, a checkpoint that does not fit, a diverged run) is printed as one
     short message and the command exits with status 1; a command line that does not parse, with
-    status 2. Set ``LIT_SSGAN_TRACEBACK=1`` to see the traceback as well. Anything else is a bug,
-    and shows its traceback.
+    status 2; options before the subcommand, with where they go. A Ctrl-C ends it with status 130
+    (during ``fit``'s training, after a checkpoint: :class:`~lit_ssgan.callbacks.Preemption`). Set
+    ``LIT_SSGAN_TRACEBACK=1`` to see the traceback as well. Anything else is a bug, and shows its
+    traceback.
     """
+    misplaced = misplaced_options(sys.argv[1:] if args is None else args)
+    if misplaced is not None:
+        print(f"lit-ssgan: error: {misplaced}", file=sys.stderr)
+        sys.exit(2)
     try:
         parser = command_parser()
         parsed = parser.parse_args(args)
@@ -299,20 +327,46 @@ def main(args: list[str] | None = None) -> None:
         sys.exit(2)  # argparse's status for a bad command line
 
 
+def misplaced_options(args: list[str]) -> str | None:
+    """The error for a command line whose options come before the subcommand (``lit-ssgan
+    --config x.yaml fit``), saying where they go; None for one that does not start with an option,
+    or asks for ``--help``."""
+    if not args or not args[0].startswith("-") or args[0] in ("-h", "--help"):
+        return None
+    option = args[0].split("=", 1)[0]
+    names = [*SemiSupervisedCLI.subcommands(), *SUBCOMMANDS]
+    at = next((i for i, arg in enumerate(args) if arg in names), None)
+    if at is None:
+        return f"{option} goes after a subcommand ({', '.join(names)}), as in: lit-ssgan fit {shlex.join(args)}"
+    if any(arg in ("-h", "--help") for arg in args[:at]):
+        return None
+    return f"{option} goes after the subcommand: lit-ssgan {shlex.join([args[at], *args[:at], *args[at + 1 :]])}"
+
+
 def _run_trainer_subcommand(args: list[str] | None) -> None:
     # a preempted run says so in one line of its own (the Preemption callback); Lightning's notice
     # of the signal, an INFO record of this one logger, would be a second
     logging.getLogger("lightning.pytorch.trainer.connectors.signal_connector").setLevel(logging.WARNING)
-    # Lightning's advertisement for its cloud logger, printed with every run: not the user's to act on
-    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NO_LITLOGGER_TIP)  # once: same object
+    # Lightning's advertisement for its cloud logger, printed with every run, and its notice of a
+    # Ctrl-C, which the Preemption callback's line says better: not the user's to act on
+    logging.getLogger("lightning.pytorch.utilities.rank_zero").addFilter(_NOT_THE_USERS)  # once: same object
     with warnings.catch_warnings():
         # torch's deprecation of an API that Lightning itself calls: nothing a user can act on
         warnings.filterwarnings("ignore", r".*isinstance\(treespec, LeafSpec\).*", FutureWarning)
         # Lightning warns at every save with every_n_train_steps under manual optimization that the
         # weights are those *after* the step; here that is what an exact resume needs.
         warnings.filterwarnings("ignore", "Using ModelCheckpoint with manual optimization and every_n_train_steps")
-        with exit_on_user_error("lit-ssgan"):  # exit status 1
-            cli(args, parser_kwargs={"exit_on_error": False, "prog": "lit-ssgan"})
+        try:
+            with exit_on_user_error("lit-ssgan"):  # exit status 1
+                cli(args, parser_kwargs={"exit_on_error": False, "prog": "lit-ssgan"})
+        except SystemExit as stop:
+            # Lightning's way out after a Ctrl-C it caught (outside fit's training), status 1
+            if stop.code == 1 and isinstance(stop.__context__, KeyboardInterrupt):
+                sys.exit(INTERRUPTED_EXIT_STATUS)
+            raise
+        except KeyboardInterrupt:  # before the Trainer runs: nothing was written
+            print("lit-ssgan: stopped by Ctrl-C", file=sys.stderr, flush=True)
+            sys.exit(INTERRUPTED_EXIT_STATUS)
 
 
 #: the command's --help, above its subcommands
@@ -322,12 +376,15 @@ DESCRIPTION = (
 )
 
 
-class _NoLitLoggerTip(logging.Filter):
+class _NotTheUsers(logging.Filter):
+    #: what the records to drop say
+    SAY = ("litlogger", "Detected KeyboardInterrupt, attempting graceful shutdown")
+
     def filter(self, record: logging.LogRecord) -> bool:
-        return "litlogger" not in str(record.msg)
+        return not any(words in str(record.msg) for words in self.SAY)
 
 
-_NO_LITLOGGER_TIP = _NoLitLoggerTip()
+_NOT_THE_USERS = _NotTheUsers()
 
 
 # jsonargparse's lines that explain its type machinery rather than the user's mistake

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import io
+from pathlib import Path
 from typing import Any, Literal, get_args
 
 import torch
@@ -63,6 +64,34 @@ class Training:
     def compile_options(self) -> dict[str, Any] | None:
         """``torch.compile``'s keyword arguments, or None to run eagerly."""
         return compile_options(self.compile)
+
+    def weights_file(self) -> Path | None:
+        """The file of ``weights_from``, checked (:func:`check_weights_from`); None without one.
+        Checked when a run from scratch reads it, not here at construction: a resume and
+        ``load_from_checkpoint`` rebuild these options and never read the file, which may be gone."""
+        return check_weights_from(self.weights_from)
+
+
+def check_weights_from(path: str | None) -> Path | None:
+    """``path`` (``model.training.weights_from``) if it is a file; None for None.
+
+    Raises:
+        ConfigError: naming ``model.training.weights_from`` and ``path``, if it is missing or a folder.
+
+    Example:
+        >>> check_weights_from("missing.ckpt")
+        Traceback (most recent call last):
+        ...
+        lit_ssgan.errors.ConfigError: model.training.weights_from: missing.ckpt does not exist
+    """
+    if path is None:
+        return None
+    file = Path(path)
+    if file.is_dir():
+        raise ConfigError(f"model.training.weights_from: {path} is a folder; give the checkpoint or state-dict file")
+    if not file.is_file():
+        raise ConfigError(f"model.training.weights_from: {path} does not exist")
+    return file
 
 
 #: the constructor options of lit_ssgan before 0.2.0 that are now in parts

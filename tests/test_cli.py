@@ -318,3 +318,25 @@ def test_a_checkpoint_of_the_flat_options_before_0_2_0_is_refused_by_path_and_re
         cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", str(last)))
     resumed = cli(digits_args(tmp_path, "--trainer.max_epochs", "2", "--ckpt_path", "last"))
     assert resumed.trainer.global_step == 2 * run.trainer.global_step
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--config", "x.yaml", "fit", "--trainer.max_epochs", "3"],
+            "--config goes after the subcommand: lit-ssgan fit --config x.yaml --trainer.max_epochs 3",
+        ),
+        (["-c=my run.yaml", "test"], "-c goes after the subcommand: lit-ssgan test '-c=my run.yaml'"),
+        (
+            ["--config", "x.yaml"],
+            "--config goes after a subcommand (fit, validate, test, predict, export), as in: "
+            "lit-ssgan fit --config x.yaml",
+        ),
+    ],
+)
+def test_options_before_the_subcommand_are_refused_saying_where_they_go(capsys, args, says):
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    assert stopped.value.code == 2  # a command line that does not parse
+    assert capsys.readouterr().err == f"lit-ssgan: error: {says}\n"

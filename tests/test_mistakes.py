@@ -4,18 +4,28 @@ naming the option, folder, file or row, before the work, with exit status 1 and 
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+import torch
+from lightning.pytorch import Callback
 
+from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli, main
+from lit_ssgan.data import DigitsDataModule
 from lit_ssgan.data.decoding import SKIP_HINT
+from lit_ssgan.errors import ConfigError
 from lit_ssgan.sample_grid import main as samples_main
-from tests.helpers import CONFIGS, ROOT, digits_args, folder_args, write_png
+from lit_ssgan.training import Training
+from tests.helpers import CONFIGS, ROOT, digits_args, folder_args, make_model, make_trainer, write_png
 
 
 def refused(*args: str) -> str:
@@ -283,3 +293,144 @@ def test_a_validation_class_unknown_to_training_is_refused_before_training(folde
     )
     assert "data.val_dir: unknown labels ['eleven']; the classes are" in message
     assert not (tmp_path / "run").exists()
+
+
+def test_weights_from_naming_no_file_is_refused_before_the_work_naming_the_option(tmp_path, checkpoint):
+    missing = tmp_path / "nowhere.ckpt"
+    message = refused(*digits_args(tmp_path / "new", "--model.training.weights_from", str(missing)))
+    assert message == f"lit-ssgan: error: model.training.weights_from: {missing} does not exist"
+    assert not (tmp_path / "new").exists()
+    message = refused(*digits_args(tmp_path / "new", "--model.training.weights_from", str(tmp_path)))
+    assert message.endswith(f"weights_from: {tmp_path} is a folder; give the checkpoint or state-dict file")
+    # a resume reads no weights_from (the file may be gone since the run began): it goes on
+    root = checkpoint.parents[3]
+    resumed = cli(
+        digits_args(
+            root, "--trainer.max_steps", "3", "--ckpt_path", "last", "--model.training.weights_from", str(missing)
+        )
+    )
+    assert resumed.trainer.global_step == 3
+    with pytest.raises(ConfigError, match=f"^model.training.weights_from: {missing} does not exist$"):
+        Training(weights_from=str(missing)).weights_file()  # what a run from scratch reads
+
+
+@pytest.mark.xfail(strict=True, reason="module.py's on_fit_start reads options.weights_from, not weights_file()")
+def test_weights_from_naming_no_file_is_refused_naming_the_option_when_a_python_fit_starts(tmp_path):
+    missing = tmp_path / "nowhere.ckpt"
+    model = make_model(training=Training(weights_from=str(missing)))  # built: the file is read by fit
+    with pytest.raises(ConfigError, match=f"^model.training.weights_from: {missing} does not exist$"):
+        make_trainer(tmp_path).fit(model, DigitsDataModule(batch_size=20, batches_per_epoch=2))
+
+
+@pytest.fixture
+def ctrl_c_interrupts() -> Iterator[None]:
+    """SIGINT with Python's own handler (KeyboardInterrupt), as in a terminal, whatever the test
+    runner was started with (a background job ignores SIGINT)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _python_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_ctrl_c_during_fit_stops_like_sigterm_with_a_checkpoint_and_exit_status_130(tmp_path):
+    args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "10")
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lit_ssgan", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_python_sigint,
+    )
+    deadline = time.monotonic() + 120
+    while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
+        pass
+    run.send_signal(signal.SIGINT)
+    _, stderr = run.communicate(timeout=120)
+    assert run.returncode == 130, stderr[-3000:]  # 128 + SIGINT: a retry loop that reruns on 143 stops
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    (said,) = [line for line in stderr.splitlines() if line.startswith("lit-ssgan:")]
+    last = find_last_checkpoint(tmp_path)
+    assert last is not None, stderr[-3000:]
+    step = torch.load(last, weights_only=True)["global_step"]
+    assert 0 < step < 500
+    assert said.startswith(f"lit-ssgan: stopped by Ctrl-C after step {step} (")
+    assert said.endswith(f"; checkpoint written to {last}. Resume with the same command and --ckpt_path last")
+
+
+class CtrlC(Callback):
+    """Presses Ctrl-C (a SIGINT to this process) twice after the second batch of epoch 2 (or at
+    the end of epoch 1), and once more while the checkpoint of that stop is being saved."""
+
+    def __init__(self, at_epoch_end: bool = False) -> None:
+        self.at_epoch_end = at_epoch_end
+        self.pressed = False
+
+    def press(self, times: int) -> None:
+        self.pressed = True
+        for _ in range(times):
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.current_epoch == 1 and batch_idx == 1 and not self.at_epoch_end:
+            self.press(2)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.current_epoch == 0 and self.at_epoch_end:
+            self.press(2)
+
+    def on_save_checkpoint(self, trainer, pl_module, checkpoint) -> None:
+        if self.pressed:
+            self.press(1)
+
+
+@pytest.mark.parametrize("at_epoch_end, step, where", [(False, 6, "epoch 2, batch 2"), (True, 4, "end of epoch 1")])
+def test_ctrl_c_again_while_stopping_and_saving_changes_nothing(
+    tmp_path, capsys, ctrl_c_interrupts, at_epoch_end, step, where
+):
+    args = digits_args(tmp_path, "--trainer.max_epochs", "5", "--trainer.callbacks+=tests.test_mistakes.CtrlC")
+    try:
+        cli([*args, "--trainer.callbacks.init_args.at_epoch_end", str(at_epoch_end).lower()])
+    except BaseException as exception:  # a KeyboardInterrupt let through fails this test, not the session
+        stopped = exception
+    else:
+        pytest.fail("Ctrl-C did not stop the run")
+    assert isinstance(stopped, SystemExit) and stopped.code == 130, repr(stopped)
+    last = tmp_path / "lightning_logs" / "version_0" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == step  # complete, and of the stop
+    (said,) = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lit-ssgan:")]
+    assert said == (
+        f"lit-ssgan: stopped by Ctrl-C after step {step} ({where}); checkpoint written to {last}. "
+        "Resume with the same command and --ckpt_path last"
+    )
+
+
+class CtrlCBeforeTraining(Callback):
+    """Presses Ctrl-C while the run is being set up, before its first step."""
+
+    def setup(self, trainer, pl_module, stage) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+def test_ctrl_c_before_training_says_so_exits_130_and_leaves_no_run_folder(tmp_path):
+    args = digits_args(tmp_path / "run", "--trainer.callbacks+=tests.test_mistakes.CtrlCBeforeTraining")
+    out = subprocess.run(
+        [sys.executable, "-m", "lit_ssgan", *args],
+        cwd=ROOT,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        preexec_fn=_python_sigint,
+    )
+    assert out.returncode == 130, out.stderr[-3000:]
+    said = [line for line in out.stderr.splitlines() if "Ctrl-C" in line or "KeyboardInterrupt" in line]
+    assert said == [
+        "lit-ssgan: fit stopped by Ctrl-C; it had not begun to train: nothing to save. Run the same command to start "
+        "it again"
+    ], out.stderr[-3000:]  # and not Lightning's "Detected KeyboardInterrupt, attempting graceful shutdown"
+    assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()

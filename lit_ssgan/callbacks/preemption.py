@@ -1,5 +1,6 @@
-"""Preemption: a SIGTERM stops ``fit`` with a checkpoint of exactly where it is, one line, and a
-non-zero exit status, so that a scheduler requeues the job instead of taking it as finished."""
+"""Preemption and Ctrl-C: a SIGTERM or a Ctrl-C (SIGINT) stops ``fit`` with a checkpoint of exactly
+where it is, one line, and a non-zero exit status, so that a scheduler requeues a preempted job
+instead of taking it as finished, and a script can tell either from a finished run."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-#: the exit status of a stopped run: 128 + SIGTERM, what a shell reports for a TERM'd process
+#: the exit status of a run stopped by SIGTERM (or SIGUSR1): 128 + SIGTERM, what a shell reports
+#: for a TERM'd process
 EXIT_STATUS = 128 + signal.SIGTERM
+#: the exit status of a run stopped by Ctrl-C: 128 + SIGINT, what a shell reports for an
+#: interrupted process
+INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT
 
 
 class Preemption(Callback):
@@ -35,39 +40,81 @@ class Preemption(Callback):
       retry loop or scheduler knows the run did not finish.
 
     SIGUSR1 is handled as SIGTERM, unless the run is under SLURM, where Lightning's own SIGUSR1
-    handler (auto-requeue) stays in charge. The ``lit-ssgan`` command adds this callback to every
-    run; from Python, add it to the Trainer's callbacks.
+    handler (auto-requeue) stays in charge.
+
+    Ctrl-C (SIGINT) while training is handled the same way, with its own line (``stopped by
+    Ctrl-C``) and exit status 130 (``INTERRUPTED_EXIT_STATUS``, which a retry loop that reruns on 143
+    does not rerun): the batch in progress is finished and its checkpoint written. Further Ctrl-Cs
+    are ignored until that checkpoint is written, so none can cut it short (a write cut short would
+    leave the previous ``last.ckpt`` as it was in any case: each is written beside and renamed into
+    place). This holds where SIGINT has Python's own handler (a terminal, a plain script); where it
+    is ignored or handled by someone else, that stays as it is. A Ctrl-C before training began
+    (while the data is read, during the sanity check) or in ``validate``, ``test`` or ``predict``,
+    where there is nothing to resume, takes Lightning's way out (exit status 1; the command makes it
+    130), with a line of this callback's saying so.
+
+    The ``lit-ssgan`` command adds this callback to every run; from Python, add it to the
+    Trainer's callbacks.
     """
 
     def __init__(self) -> None:
-        self._previous_sigusr1: Any = None
+        self._previous: dict[int, Any] = {}
+        self.interrupted = False  # a Ctrl-C stopped the run
+        self._training = False
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         # after Lightning has set its own handlers (it restores what it found when fit ends)
-        usable = hasattr(signal, "SIGUSR1") and not SLURMEnvironment.detect() and _main_thread()
+        self.interrupted, self._training = False, True
+        if not _main_thread():
+            return
+        usable = hasattr(signal, "SIGUSR1") and not SLURMEnvironment.detect()
         if usable and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
-            self._previous_sigusr1 = signal.signal(signal.SIGUSR1, _as_sigterm)
+            self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _as_sigterm)
+        if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
+        if self.interrupted:  # stopping already: the checkpoint is being written, or soon will be
+            return
+        self.interrupted = True
+        _as_sigterm(signum, frame)  # Lightning's way: this batch finished, then SIGTERMException
 
     def on_train_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
-        self._restore_sigusr1()
+        self._training = False
+        self._restore_signals()
 
     def on_exception(self, trainer: lightning.Trainer, pl_module: LightningModule, exception: BaseException) -> None:
-        self._restore_sigusr1()
+        if isinstance(exception, KeyboardInterrupt):  # before training or outside fit: nothing to save
+            self._restore_signals()
+            _say(f"lit-ssgan: {_stage(trainer)} stopped by Ctrl-C; {self._nothing_written(trainer)}")
+            self._training = False
+            return
         if not isinstance(exception, SIGTERMException):
+            self._restore_signals()
             return
         path = last_checkpoint_path(trainer)
         trainer.save_checkpoint(path, weights_only=False)  # every process: a collective under DDP
-        exception.code = EXIT_STATUS  # the SystemExit Lightning raises ends the process with this status
-        batch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+        # Ctrl-C is ignored until here (Lightning restores the handlers it found when it tears down)
+        self._restore_signals()
+        exception.code = INTERRUPTED_EXIT_STATUS if self.interrupted else EXIT_STATUS
+        cause = "Ctrl-C" if self.interrupted else "SIGTERM"
         _say(
-            f"lit-ssgan: stopped by SIGTERM after step {trainer.global_step} (epoch {trainer.current_epoch + 1}, "
-            f"batch {batch}); checkpoint written to {path}. Resume with the same command and --ckpt_path last"
+            f"lit-ssgan: stopped by {cause} after step {trainer.global_step} ({_where(trainer)}); checkpoint "
+            f"written to {path}. Resume with the same command and --ckpt_path last"
         )
 
-    def _restore_sigusr1(self) -> None:
-        if self._previous_sigusr1 is not None and _main_thread():
-            signal.signal(signal.SIGUSR1, self._previous_sigusr1)
-        self._previous_sigusr1 = None
+    def _nothing_written(self, trainer: lightning.Trainer) -> str:
+        if trainer.state.fn is None or trainer.state.fn.value != "fit":
+            return "nothing was written"
+        if self._training:  # SIGINT was not Python's own handler's when training began
+            return "no checkpoint of this point was written (--ckpt_path last resumes from the last one saved)"
+        return "it had not begun to train: nothing to save. Run the same command to start it again"
+
+    def _restore_signals(self) -> None:
+        if _main_thread():
+            for signum, previous in self._previous.items():
+                signal.signal(signum, previous)
+        self._previous = {}
 
 
 def last_checkpoint_path(trainer: lightning.Trainer) -> Path:
@@ -77,6 +124,20 @@ def last_checkpoint_path(trainer: lightning.Trainer) -> Path:
     if isinstance(callback, ModelCheckpoint) and callback.dirpath:
         return Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
     return Path(trainer.log_dir or trainer.default_root_dir) / "checkpoints" / "last.ckpt"
+
+
+def _where(trainer: lightning.Trainer) -> str:
+    """``epoch E, batch B`` of the batch last finished, or ``end of epoch E`` when that epoch's end
+    has run too (the epoch counter has then moved on, the batch counter not yet)."""
+    epochs = trainer.fit_loop.epoch_progress.current
+    batch = trainer.fit_loop.epoch_loop.batch_progress.current.completed
+    if epochs.completed == epochs.ready > 0:
+        return f"end of epoch {epochs.completed}"
+    return f"epoch {trainer.current_epoch + 1}, batch {batch}"
+
+
+def _stage(trainer: lightning.Trainer) -> str:
+    return trainer.state.fn.value if trainer.state.fn is not None else "the run"
 
 
 def _as_sigterm(signum: int, frame: FrameType | None) -> None:
