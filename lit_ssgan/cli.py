@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from jsonargparse import ActionConfigFile, ArgumentParser, Namespace
-from lightning.pytorch import Trainer
+from lightning.pytorch import LightningModule, Trainer
 from lightning.pytorch.callbacks import Checkpoint, ModelCheckpoint
-from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI
+from lightning.pytorch.cli import ArgsType, LightningArgumentParser, LightningCLI, SaveConfigCallback
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 from lightning.pytorch.utilities import rank_zero_warn
 
+from lit_ssgan import warning_filters
 from lit_ssgan.callbacks import EpochLine, LabeledExamples, Preemption, TimeLeft
 from lit_ssgan.callbacks.preemption import INTERRUPTED_EXIT_STATUS
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
@@ -31,6 +32,7 @@ from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_ch
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
 from lit_ssgan.export import export
+from lit_ssgan.files import writing
 from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.outputs import check_output_file, check_output_folder
 from lit_ssgan.training import check_weights_from, from_flat_options
@@ -203,6 +205,14 @@ class SemiSupervisedCLI(LightningCLI):
         self.trainer.test(self.model, datamodule=self.datamodule, ckpt_path=best or None)
 
 
+class _SaveConfig(SaveConfigCallback):
+    """Lightning's ``config.yaml``; an OSError writing it ends the command in one line naming it."""
+
+    def setup(self, trainer: Trainer, pl_module: LightningModule, stage: str) -> None:
+        with writing(Path(trainer.log_dir or trainer.default_root_dir) / self.config_filename):
+            super().setup(trainer, pl_module, stage)
+
+
 #: the callbacks every run has, whatever its config: a preempted run's last checkpoint and exit
 #: status, and the record of the labeled examples (added where the config lists none of the kind)
 RUN_CALLBACKS = (Preemption, LabeledExamples)
@@ -220,6 +230,7 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiS
         SemiSupervisedDataModule,
         subclass_mode_data=True,
         auto_configure_optimizers=False,
+        save_config_callback=_SaveConfig,
         save_config_kwargs={"overwrite": True},
         args=args,
         run=run,
@@ -310,6 +321,7 @@ def main(args: list[str] | None = None) -> None:
         parser = command_parser()
         parsed = parser.parse_args(args)
         name = parsed.subcommand
+        warning_filters.install(name)
         command = SUBCOMMANDS.get(name)
         if command is None:
             # the same command line, parsed again by LightningCLI's parser of that subcommand

@@ -10,6 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from lit_ssgan.files import write_atomically
+
 
 def make_grid(images: Tensor, padding: int = 2) -> Tensor:
     """Tiles ``(N, C, H, W)`` images in [0, 1] into a near-square ``(C, H', W')`` grid."""
@@ -30,9 +32,10 @@ def save_png(grid: Tensor, path: Path, scale: int = 1) -> None:
         array = array[..., ::-1]  # OpenCV writes BGR
     if scale > 1:
         array = np.kron(array, np.ones((scale, scale, 1), dtype=np.uint8))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not cv2.imwrite(str(path), np.ascontiguousarray(array)):
-        raise OSError(f"could not write {path}")
+    ok, encoded = cv2.imencode(path.suffix or ".png", np.ascontiguousarray(array))
+    if not ok:
+        raise ValueError(f"OpenCV cannot write {path.suffix} pictures: {path}")
+    write_atomically(path, lambda f: f.write(encoded.tobytes()))  # no path reaches OpenCV; an OSError is one line
 
 
 def save_grid(grid: Tensor, image_size: int, path: Path) -> None:

@@ -23,7 +23,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lit_ssgan.data.datasets import ImageRows
 from lit_ssgan.data.decoding import DECODER, SKIP_HINT, Seen, decode_into, digest, read_file, shown
 from lit_ssgan.errors import BadFileError, ConfigError
-from lit_ssgan.files import atomic_file, write_atomically
+from lit_ssgan.files import atomic_file, write_atomically, writing
 from lit_ssgan.outputs import check_output_folder
 
 #: the layout of a cache's files; a change to it makes every older cache a miss
@@ -214,7 +214,8 @@ class DecodeCache:
         identity: str,
         skip_bad: bool,
     ) -> dict[str, Any]:
-        self.folder.mkdir(parents=True, exist_ok=True)
+        with writing(npy):
+            self.folder.mkdir(parents=True, exist_ok=True)
         needed = int(np.prod(shape)) + 4096
         free = shutil.disk_usage(self.folder).free
         if needed > free:
@@ -299,8 +300,10 @@ class DecodeCache:
         except ImportError:  # Windows: no lock; a race only decodes twice (each cache lands whole)
             yield
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with open(path, "a") as f:
+        with writing(path):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            lock = open(path, "a")  # noqa: SIM115
+        with lock as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
