@@ -12,7 +12,7 @@ from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 from lightning.pytorch.core.optimizer import LightningOptimizer
 from torch import Tensor
 
-from lit_ssgan import gradients, lr_schedulers, random_state
+from lit_ssgan import gradients, lr_schedulers, random_state, resuming
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights
 from lit_ssgan.compiling import uses_cuda_graphs
 from lit_ssgan.data.datasets import Batch
@@ -272,11 +272,7 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         if self._rng_states is not None and self.noise_rng is not None:  # exact resume: after the sanity check
             random_state.restore(self._rng_states, self.noise_rng, self.trainer)
             self._rng_states = None
-        if self.training_options.lr_scheduler_interval == "epoch":  # exact resume
-            lr_schedulers.catch_up(self._schedulers(), self.current_epoch)
-        if self.training_options.resume_lr is not None and self.trainer.ckpt_path is not None:
-            for optimizer in self.trainer.optimizers:
-                lr_schedulers.resume_at(self.training_options.resume_lr, optimizer, self._schedulers())
+        resuming.resume_schedules(self.trainer, self._schedulers(), self.training_options)
 
     def on_train_end(self) -> None:
         self.guard.check()
@@ -291,6 +287,7 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         check_checkpoint_fits(checkpoint, self, self._data())
+        resuming.on_load(checkpoint, self._trainer)  # fit: a finished run stops; an interrupted validation reruns
         self.guard.skipped = checkpoint.get("skipped_steps", 0)
         self._rng_states = checkpoint.get("rng_states")
 

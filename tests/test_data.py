@@ -142,6 +142,24 @@ def test_a_missing_record_is_named_when_the_data_module_is_built(tmp_path):
         ToyDataModule(split_from=str(tmp_path / "nothing.csv"))
 
 
+def test_the_checkpointed_state_records_the_run_which_binds_a_resumed_fit_alone():
+    dm = ToyDataModule(val_size=12, data_seed=3, unlabeled_includes_labeled=False)
+    dm.setup("fit")
+    state = dm.state_dict()
+    run = {"data_seed": 3, "num_labeled": 6, "val_size": 12, "unlabeled_includes_labeled": False}
+    run |= {"unlabeled_includes_val": False, "batch_size": 8, "batches_per_epoch": None, "training_images": 42}
+    assert state == {"shuffle_seed": dm.shuffle_seed, "run": run}
+    other = ToyDataModule(val_size=12, data_seed=4, batch_size=4)
+    other.trainer = SimpleNamespace(state=SimpleNamespace(fn="test"), ckpt_path="run.ckpt")
+    other.load_state_dict(state)  # test, validate, predict: another run's options are theirs to choose
+    assert other.shuffle_seed == dm.shuffle_seed
+    other.trainer.state.fn = "fit"
+    other.load_state_dict({"shuffle_seed": 5})  # a checkpoint older than the record: nothing to check
+    with pytest.raises(ConfigError, match=r"^--ckpt_path run.ckpt: data.data_seed is 3 in the checkpoint's run but 4 "):
+        other.load_state_dict(state)
+    assert other.shuffle_seed == 5  # refused: nothing taken from the checkpoint
+
+
 def test_data_seed_decides_the_split():
     def labeled_ids(seed):
         dm = ToyDataModule(val_size=10, data_seed=seed)

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import warnings
 from pathlib import Path
 
 import pytest
@@ -16,6 +15,7 @@ import torch
 
 from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli
+from lit_ssgan.errors import ConfigError
 from tests.helpers import EVERY_2_STEPS, ROOT, assert_same_weights, checkpoint_weights, digits_args
 
 
@@ -195,13 +195,12 @@ def test_sigterm_during_validation_then_resume_last_ends_with_the_weights_of_an_
     assert_same_weights(straight.model.state_dict(), resumed.model.state_dict())
 
 
-def test_a_resume_on_other_labeled_examples_is_warned_about(checkpoint, tmp_path):
+def test_a_resume_on_the_same_labeled_examples_goes_on_and_one_on_another_draw_is_refused(checkpoint, tmp_path):
     recorded = torch.load(checkpoint, weights_only=True)["labeled_examples"]
     assert len(recorded["labeled"]) == 50 and len(recorded["val"]) == 200  # digits.yaml; indices into load_digits
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        same = cli(digits_args(tmp_path / "same", "--ckpt_path", str(checkpoint), "--trainer.max_steps", "3"))
+    same = cli(digits_args(tmp_path / "same", "--ckpt_path", str(checkpoint), "--trainer.max_steps", "3"))
     assert same.datamodule.labeled_examples == {k: [tuple(row) for row in v] for k, v in recorded.items()}
-    assert not [w for w in caught if "other labeled examples" in str(w.message)]
-    with pytest.warns(UserWarning, match="trained on other labeled examples than this run's data gives"):
+    assert same.trainer.global_step == 3
+    with pytest.raises(ConfigError, match="data.data_seed is 0 in the checkpoint's run but 1 in this one"):
         cli(digits_args(tmp_path / "b", "--ckpt_path", str(checkpoint), "--data.init_args.data_seed", "1"))
+    assert not (tmp_path / "b").exists()  # refused before anything is left

@@ -26,6 +26,12 @@ class EpochLine(Callback):
     unlabeled training images and the validation images of the epoch, over all processes; the time runs
     from the start of the epoch's training to the end of its validation. The ``lit-ssgan fit``
     command adds it (``--epoch_line false`` leaves it out).
+
+    Its checkpointed state is the epoch's counts so far (images, losses, time, whether its line is
+    out), so the line of an epoch resumed part way (from the middle of its batches or of its
+    validation) is that of the unbroken epoch, bar the time; for that, it must come before the
+    checkpoint callbacks in the Trainer's callbacks (where Lightning puts them when it is built).
+    Under DDP a checkpoint holds the first process's counts: a resume counts them once per process.
     """
 
     def __init__(self) -> None:
@@ -34,9 +40,37 @@ class EpochLine(Callback):
         self._val_images = 0
         self._d_loss: torch.Tensor | float = 0.0  # the sum of the finite losses and their count
         self._reported_epoch = -1
+        self._processes = 1
+        self._epoch = 0  # the epoch the counts are of
+        self._restored: dict[str, Any] | None = None  # a checkpoint's state, taken up when training starts
+
+    def state_dict(self) -> dict[str, Any]:
+        d_loss = torch.as_tensor(self._d_loss, dtype=torch.float64).expand(2).tolist()
+        return {
+            "epoch": self._epoch,
+            "train_images": self._train_images,
+            "d_loss": d_loss,
+            "seconds": time.monotonic() - self._start,
+            "reported_epoch": self._reported_epoch,
+            "processes": self._processes,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._restored = dict(state_dict)
+
+    def on_train_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
+        self._processes, self._epoch = trainer.world_size, trainer.current_epoch
+        state, self._restored = self._restored, None
+        if state is None or state.get("epoch") != trainer.current_epoch:  # resumed at another epoch's start
+            return
+        share = state["processes"] if trainer.is_global_zero else 0  # counted once, on the first process
+        self._train_images = state["train_images"] * share
+        self._d_loss = torch.tensor(state["d_loss"], dtype=torch.float64, device=pl_module.device) * share
+        self._start = time.monotonic() - state["seconds"]
+        self._reported_epoch = state["reported_epoch"]
 
     def on_train_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
-        self._start, self._train_images = time.monotonic(), 0
+        self._start, self._train_images, self._epoch = time.monotonic(), 0, trainer.current_epoch
         self._d_loss = 0.0
 
     def on_train_batch_end(

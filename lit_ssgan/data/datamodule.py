@@ -14,6 +14,7 @@ from torch.utils.data import DataLoader, Dataset
 from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows
 from lit_ssgan.data.loaders import check_num_workers, make_loader, training_loaders
 from lit_ssgan.data.record import Record, make_record, read_record
+from lit_ssgan.data.run_record import check_same_run, run_state
 from lit_ssgan.data.split import (
     Split,
     check_balance_options,
@@ -124,8 +125,7 @@ class SemiSupervisedDataModule(LightningDataModule):
         self.val: ImageDataset | None = None
         self.test: ImageDataset | None = None
         self.predict: Dataset | None = None
-        # Drawn from the global RNG at setup (so `seed_everything` fixes it) and checkpointed.
-        self.shuffle_seed: int | None = None
+        self.shuffle_seed: int | None = None  # drawn at setup from the global RNG (seed_everything fixes it)
         #: the examples the split gave labels to, set by it: ``{"labeled": [(name, label), ...],
         #: "val": [...]}``, names from :meth:`example_names`, labels as :meth:`label_name` writes them
         self.labeled_examples: dict[str, list[tuple[str, str]]] | None = None
@@ -290,10 +290,10 @@ class SemiSupervisedDataModule(LightningDataModule):
         assert self.predict is not None
         return self._eval_loader(self.predict)
 
-    # -- checkpointed state ---------------------------------------------------------------
-    # (the position within an epoch is the training loaders' own state: ResumableDataLoader)
+    # -- checkpointed (the place within an epoch is the loaders' own: ResumableDataLoader) -------
     def state_dict(self) -> dict[str, Any]:
-        return {"shuffle_seed": self.shuffle_seed}
+        return {"shuffle_seed": self.shuffle_seed, "run": run_state(self)}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        check_same_run(self, state_dict.get("run"))  # fit: refuses data other than the run's, before any step
         self.shuffle_seed = state_dict["shuffle_seed"]
