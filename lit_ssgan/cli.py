@@ -59,8 +59,8 @@ class SemiSupervisedCLI(LightningCLI):
         # before the checkpoint callbacks, which Lightning keeps last (they see what the others did)
         first_checkpoint = next((i for i, c in enumerate(callbacks) if isinstance(c, Checkpoint)), len(callbacks))
         callbacks[first_checkpoint:first_checkpoint] = missing
-        if self.subcommand == "fit" and config.get("epoch_line", True):
-            callbacks.append(EpochLine())
+        if self.subcommand == "fit" and config.get("epoch_line", True):  # before the checkpoints: they save its counts
+            callbacks.insert(first_checkpoint + len(missing), EpochLine())
         if self.subcommand == "fit" and config.get("time_left", True):
             callbacks.append(TimeLeft())
         if self.subcommand == "test" or (self.subcommand == "fit" and config.get("test_after_fit")):

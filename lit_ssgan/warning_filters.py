@@ -42,6 +42,13 @@ NOISE: tuple[Noise, ...] = (
         "lightning.pytorch.utilities.data",
         ("fit",),  # kept in validate, where it is the one sign that there was nothing to validate
     ),
+    # validate, test, predict from a fit's checkpoint: the epoch line is a callback of fit alone
+    Noise(
+        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint need to be provided "
+        r"during `Trainer` instantiation. Please add the following callbacks: \['EpochLine'\]",
+        "lightning.pytorch.trainer.call",
+        ("validate", "test", "predict"),
+    ),
 )
 
 
