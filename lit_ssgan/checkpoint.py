@@ -290,5 +290,5 @@ def check_checkpoint_fits(checkpoint: dict[str, Any], model: nn.Module, data: di
     raise CheckpointMismatchError(
         f"the checkpoint does not fit this config: {what}. It was trained on {_describe(checkpoint.get('data'))}; "
         f"this run's data is {_describe(data)}. Use the config the checkpoint was trained with, or "
-        "model.weights_from to copy only the tensors that fit."
+        "model.training.weights_from to copy only the tensors that fit."
     )

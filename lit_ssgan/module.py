@@ -255,8 +255,9 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         self.noise_rng = torch.Generator(device=self.device)  # each process its own latent codes
         self.noise_rng.manual_seed(int(torch.randint(0, 2**62, ()).item()) + self.global_rank)
         fresh, options = self.trainer.ckpt_path is None, self.training_options
-        if options.weights_from and fresh:
-            load_matching_weights(self, options.weights_from)
+        weights = options.weights_file() if fresh else None  # checked here: a resume does not read it
+        if weights is not None:
+            load_matching_weights(self, weights)
         # once, before the first step of a run from scratch (weights_from replaces it)
         self.data_init_pending = (
             options.data_dependent_init and not options.weights_from and fresh and self.global_step == 0

@@ -314,7 +314,6 @@ def test_weights_from_naming_no_file_is_refused_before_the_work_naming_the_optio
         Training(weights_from=str(missing)).weights_file()  # what a run from scratch reads
 
 
-@pytest.mark.xfail(strict=True, reason="module.py's on_fit_start reads options.weights_from, not weights_file()")
 def test_weights_from_naming_no_file_is_refused_naming_the_option_when_a_python_fit_starts(tmp_path):
     missing = tmp_path / "nowhere.ckpt"
     model = make_model(training=Training(weights_from=str(missing)))  # built: the file is read by fit
