@@ -12,6 +12,7 @@ from contextlib import contextmanager
 
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from torch.optim import Optimizer
 from torch.optim.swa_utils import AveragedModel
 
 # torch's dispatch modes (what lit_ssgan.callbacks.StepCounts counts ops with) have no public module:
@@ -66,3 +67,12 @@ def set_average_model(callback: WeightAveraging, averaged: AveragedModel) -> Non
             f"{CHECKED_WITH_LIGHTNING}"
         )
     callback._average_model = averaged
+
+
+def mark_stepped(optimizer: Optimizer) -> None:
+    """Marks ``optimizer`` as having stepped in this process, as torch's step wrapper does: on a
+    resume it did step, before the checkpoint, and an epoch schedule's first step may come before
+    this process's first optimizer step (an epoch's end after a rerun validation). torch would warn
+    of that as a misuse ("lr_scheduler.step() before optimizer.step()", pytorch/pytorch#20124, the
+    check added in #21460); there is no public way to tell it."""
+    optimizer._opt_called = True  # type: ignore[attr-defined]

@@ -17,6 +17,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from torch.optim.lr_scheduler import LRScheduler
 
 from lit_ssgan import lr_schedulers
+from lit_ssgan.internals import mark_stepped
 from lit_ssgan.training import Training
 
 
@@ -127,7 +128,7 @@ def resume_schedules(trainer: lightning.Trainer, schedulers: Sequence[LRSchedule
     resumed = trainer.ckpt_path is not None
     if resumed:
         for optimizer in trainer.optimizers:
-            optimizer._opt_called = True  # type: ignore[attr-defined]  # what torch's step wrapper sets
+            mark_stepped(optimizer)
     if options.lr_scheduler_interval == "epoch":
         lr_schedulers.catch_up(schedulers, trainer.current_epoch)
     if options.resume_lr is not None and resumed:

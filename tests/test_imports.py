@@ -34,6 +34,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
         "outputs.py",
         "checkpoint.py",
         "random_state.py",
+        "resuming.py",
         "data/*.py",
     ),
     # what the callbacks may read of the module, typed with the parts
@@ -42,7 +43,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     3: ("callbacks/*.py",),
     4: ("module.py",),
     # the commands
-    5: ("cli.py", "export.py", "sample_grid.py"),
+    5: ("cli.py", "export.py", "sample_grid.py", "draws.py"),
     # the package's face: imported by nobody inside it
     6: ("__init__.py", "__main__.py"),
 }

@@ -11,12 +11,9 @@ what changed, the checkpoint's value and this run's.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from lit_ssgan.errors import ConfigError
-
-if TYPE_CHECKING:
-    from lit_ssgan.data.datamodule import SemiSupervisedDataModule
 
 #: the data options a resume keeps (:class:`~lit_ssgan.data.SemiSupervisedDataModule`'s): the draw
 #: of the labeled and validation examples, what the unlabeled set holds, and the batches of an epoch
@@ -34,7 +31,7 @@ RUN_OPTIONS = (
 REMEDY = "a resume keeps the run it resumes"
 
 
-def run_state(datamodule: SemiSupervisedDataModule) -> dict[str, Any]:
+def run_state(datamodule: Any) -> dict[str, Any]:
     """The record of a run's data in its checkpoints: the data module's :data:`RUN_OPTIONS` and its
     number of training images (the unlabeled set; None before the split)."""
     options, unlabeled = datamodule.hparams, datamodule.unlabeled
@@ -42,7 +39,7 @@ def run_state(datamodule: SemiSupervisedDataModule) -> dict[str, Any]:
     return {**recorded, "training_images": None if unlabeled is None else len(unlabeled)}
 
 
-def check_same_run(datamodule: SemiSupervisedDataModule, recorded: Mapping[str, Any] | None) -> None:
+def check_same_run(datamodule: Any, recorded: Mapping[str, Any] | None) -> None:
     """On ``fit`` from a checkpoint (nothing otherwise), refuses data that differs from the run the
     checkpoint ``recorded`` (its :func:`run_state`; None, or a key it lacks, from a checkpoint older
     than this record: not checked): first an option, then the number of training images.
