@@ -30,6 +30,7 @@ from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup, claim_run_folder
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
+from lit_ssgan.draws import draws
 from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
 from lit_ssgan.export import export
 from lit_ssgan.files import writing
@@ -266,6 +267,11 @@ SUBCOMMANDS: dict[str, Subcommand] = {
         export,
         "a trained classifier as one ONNX or TorchScript file",
         lambda written: f"classifier written to {written[0]}; how to feed it: {written[1]}",
+    ),
+    "draws": Subcommand(
+        draws,
+        "a fit config over label draws: its scores, mean ± std",
+        lambda table: f"table written to {table}",
     ),
 }
 
