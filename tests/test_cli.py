@@ -330,7 +330,7 @@ def test_a_checkpoint_of_the_flat_options_before_0_2_0_is_refused_by_path_and_re
         (["-c=my run.yaml", "test"], "-c goes after the subcommand: lit-ssgan test '-c=my run.yaml'"),
         (
             ["--config", "x.yaml"],
-            "--config goes after a subcommand (fit, validate, test, predict, export), as in: "
+            "--config goes after a subcommand (fit, validate, test, predict, export, draws), as in: "
             "lit-ssgan fit --config x.yaml",
         ),
     ],
