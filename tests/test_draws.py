@@ -24,9 +24,9 @@ import pytest
 import yaml
 from lightning.pytorch import Callback
 
-from lit_ssgan import draws as draws_module
 from lit_ssgan.cli import SUBCOMMANDS, Subcommand, main
 from lit_ssgan.draws import COLOURS, DrawsFailedError, draws, validation_curve
+from lit_ssgan.draws import runner as draws_runner
 from lit_ssgan.errors import ConfigError, MissingFileError
 from tests.helpers import CONFIGS, EVERY_2_STEPS, ROOT, SMALL_NETWORKS
 
@@ -97,9 +97,9 @@ def study(tmp_path_factory) -> tuple[Path, str]:
     one core a draw: the first draw alone until its first epoch ends, then two at once."""
     readings = iter([80_000.0])
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(draws_module, "_cuda_available", lambda: True)
-        patch.setattr(draws_module, "_gpu_free_mib", lambda: next(readings, 77_000.0))
-        patch.setattr(draws_module, "CORES_PER_DRAW", len(draws_module._cores()) // 2 or 1)
+        patch.setattr(draws_runner, "_cuda_available", lambda: True)
+        patch.setattr(draws_runner, "_gpu_free_mib", lambda: next(readings, 77_000.0))
+        patch.setattr(draws_runner, "CORES_PER_DRAW", len(draws_runner._cores()) // 2 or 1)
         out = tmp_path_factory.mktemp("study") / "out"
         table, printed = run(out)
     return out, printed

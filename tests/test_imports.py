@@ -43,7 +43,7 @@ FLOORS: dict[int, tuple[str, ...]] = {
     3: ("callbacks/*.py",),
     4: ("module.py",),
     # the commands
-    5: ("cli.py", "export.py", "sample_grid.py", "draws.py"),
+    5: ("cli.py", "export.py", "sample_grid.py", "draws/*.py"),
     # the package's face: imported by nobody inside it
     6: ("__init__.py", "__main__.py"),
 }
