@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -178,3 +182,25 @@ class TermDuringValidation(Callback):
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if trainer.current_epoch == 1 and batch_idx == 3 and not trainer.sanity_checking:
             os.kill(os.getpid(), signal.SIGTERM)
+
+
+def signalled_after_first_epoch(
+    args: list[str], signum: int, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+) -> tuple[int, str]:
+    """Runs ``lit-ssgan ARGS`` in a process of its own, sends it ``signum`` once its first epoch
+    line is out, and returns its exit status and standard error."""
+    run = subprocess.Popen(
+        [sys.executable, "-m", "lit_ssgan", *args],
+        cwd=ROOT,
+        env=env if env is not None else {**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=preexec_fn,
+    )
+    deadline = time.monotonic() + 120
+    while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
+        pass
+    run.send_signal(signum)
+    _, stderr = run.communicate(timeout=120)
+    return run.returncode, stderr

@@ -8,7 +8,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,7 +24,16 @@ from lit_ssgan.data.decoding import SKIP_HINT
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.sample_grid import main as samples_main
 from lit_ssgan.training import Training
-from tests.helpers import CONFIGS, ROOT, digits_args, folder_args, make_model, make_trainer, write_png
+from tests.helpers import (
+    CONFIGS,
+    ROOT,
+    digits_args,
+    folder_args,
+    make_model,
+    make_trainer,
+    signalled_after_first_epoch,
+    write_png,
+)
 
 
 def refused(*args: str) -> str:
@@ -336,21 +344,8 @@ def _python_sigint() -> None:
 
 def test_ctrl_c_during_fit_stops_like_sigterm_with_a_checkpoint_and_exit_status_130(tmp_path):
     args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "10")
-    run = subprocess.Popen(
-        [sys.executable, "-m", "lit_ssgan", *args],
-        cwd=ROOT,
-        env={**os.environ, "OMP_NUM_THREADS": "1"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=_python_sigint,
-    )
-    deadline = time.monotonic() + 120
-    while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
-        pass
-    run.send_signal(signal.SIGINT)
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 130, stderr[-3000:]  # 128 + SIGINT: a retry loop that reruns on 143 stops
+    returncode, stderr = signalled_after_first_epoch(args, signal.SIGINT, preexec_fn=_python_sigint)
+    assert returncode == 130, stderr[-3000:]  # 128 + SIGINT: a retry loop that reruns on 143 stops
     assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
     (said,) = [line for line in stderr.splitlines() if line.startswith("lit-ssgan:")]
     last = find_last_checkpoint(tmp_path)

@@ -16,7 +16,14 @@ import torch
 from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli
 from lit_ssgan.errors import ConfigError
-from tests.helpers import EVERY_2_STEPS, ROOT, assert_same_weights, checkpoint_weights, digits_args
+from tests.helpers import (
+    EVERY_2_STEPS,
+    ROOT,
+    assert_same_weights,
+    checkpoint_weights,
+    digits_args,
+    signalled_after_first_epoch,
+)
 
 
 def test_same_seed_and_config_give_identical_weights(tmp_path):
@@ -164,20 +171,8 @@ def test_sigterm_writes_where_it_is_exits_143_and_resume_last_ends_with_the_weig
 def test_sigusr1_stops_like_sigterm_where_no_cluster_claims_it(tmp_path):
     args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "10")
     env = {k: v for k, v in os.environ.items() if not k.startswith("SLURM_")}
-    run = subprocess.Popen(
-        [sys.executable, "-m", "lit_ssgan", *args],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    deadline = time.monotonic() + 120
-    while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
-        pass
-    run.send_signal(signal.SIGUSR1)
-    _, stderr = run.communicate(timeout=120)
-    assert run.returncode == 143, stderr[-3000:]
+    returncode, stderr = signalled_after_first_epoch(args, signal.SIGUSR1, env=env)
+    assert returncode == 143, stderr[-3000:]
     assert "lit-ssgan: stopped by SIGTERM after step" in stderr
     assert torch.load(find_last_checkpoint(tmp_path), weights_only=True)["global_step"] < 500
 
