@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from lit_ssgan.draws.runs import Draw, _error_name, _versions
+from lit_ssgan.draws.runs import Draw, error_name, versions
 
 
 def validation_curve(folder: Path) -> list[tuple[int, dict[str, float]]]:
@@ -21,7 +21,7 @@ def validation_curve(folder: Path) -> list[tuple[int, dict[str, float]]]:
     ``metrics.csv``, of every run folder in order (a resumed run's epochs replace those its
     predecessor logged). An epoch validated more than once keeps its last scores."""
     epochs: dict[int, dict[str, float]] = {}
-    for version in _versions(folder):
+    for version in versions(folder):
         for records in (_event_records(version), _csv_records(version)):
             for record in records:
                 scores = {k: v for k, v in record.items() if k.startswith("val/")}
@@ -97,7 +97,7 @@ def curves_picture(
     image = np.full((height, width, 3), 255, dtype=np.uint8)
     font, scale = cv2.FONT_HERSHEY_SIMPLEX, 0.45
     names = [name for points in curves.values() for _, scores in points for name in scores]
-    score = _error_name(names, "val/") or next(iter(names), None)
+    score = error_name(names, "val/") or next(iter(names), None)
     lines = {
         draw: [(epoch, scores[score]) for epoch, scores in points if score in scores and math.isfinite(scores[score])]
         for draw, points in curves.items()

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from lit_ssgan.draws.runs import LABELS_ONLY, Draw, _score_text, _test_json, _test_scores
+from lit_ssgan.draws.runs import LABELS_ONLY, Draw, find_test_json, score_text, test_scores
 
 #: cores a draw takes when several run on one GPU (the step's Python thread, its data)
 CORES_PER_DRAW = 2
@@ -48,7 +48,7 @@ class _Running:
     slot: int
 
 
-def _fit_args(fit_config: Path, more: list[str], seed: int, folder: Path, resume: bool = False) -> list[str]:
+def fit_args(fit_config: Path, more: list[str], seed: int, folder: Path, resume: bool = False) -> list[str]:
     """The command line of one draw."""
     return [
         sys.executable,
@@ -67,7 +67,7 @@ def _fit_args(fit_config: Path, more: list[str], seed: int, folder: Path, resume
     ]
 
 
-def _environment(threads: int | None) -> dict[str, str]:
+def environment(threads: int | None) -> dict[str, str]:
     env = dict(os.environ, PYTHONUNBUFFERED="1")  # the log is current when the draw stops
     if threads is not None:
         given = env.get("OMP_NUM_THREADS", "")
@@ -179,7 +179,7 @@ def _epoch_ended(running: _Running) -> bool:
 
 
 @dataclass
-class _Runner:
+class Runner:
     """Starts the draws that are not finished, as many at once as it may, and reports each."""
 
     fit_config: Path
@@ -192,11 +192,11 @@ class _Runner:
         """Runs the unfinished ``jobs``; returns the signal that stopped them, or None."""
         pending = []
         for job in jobs:
-            test_json = _test_json(job.folder)
+            test_json = find_test_json(job.folder)
             if test_json is None:
                 pending.append(job)
             else:
-                print(f"{job.name}: finished before, not rerun: {_score_text(_test_scores(test_json))}", flush=True)
+                print(f"{job.name}: finished before, not rerun: {score_text(test_scores(test_json))}", flush=True)
         if not pending:
             return None
         cores = _cores()
@@ -232,7 +232,7 @@ class _Runner:
     def _start(self, draw: Draw, sets: list[list[int]] | None, threads: int | None) -> None:
         draw.folder.mkdir(parents=True, exist_ok=True)
         resume = any(draw.folder.rglob("last*.ckpt"))
-        command = _fit_args(self.fit_config, [*self.options, *(LABELS_ONLY if draw.twin else [])], draw.seed,
+        command = fit_args(self.fit_config, [*self.options, *(LABELS_ONLY if draw.twin else [])], draw.seed,
                             draw.folder, resume)  # fmt: skip
         slot = min(set(range(len(sets or [0]))) - {r.slot for r in self.running})
         cpus = sets[slot] if sets is not None and hasattr(os, "sched_setaffinity") else None
@@ -245,7 +245,7 @@ class _Runner:
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
-            env=_environment(threads),
+            env=environment(threads),
             start_new_session=True,  # a Ctrl-C reaches the draws once, through this process
             preexec_fn=(lambda: os.sched_setaffinity(0, cpus)) if cpus is not None else None,
         )
@@ -257,9 +257,9 @@ class _Runner:
         running.log.close()
         draw, status = running.draw, running.process.returncode
         took = _duration(time.monotonic() - running.started)
-        test_json = _test_json(draw.folder)
+        test_json = find_test_json(draw.folder)
         if status == 0 and test_json is not None:
-            print(f"{draw.name}: done in {took}: {_score_text(_test_scores(test_json))}", flush=True)
+            print(f"{draw.name}: done in {took}: {score_text(test_scores(test_json))}", flush=True)
         elif self.stop is not None:  # stopped with a checkpoint, or before it had one
             again = "its last.ckpt resumes it" if any(draw.folder.rglob("last*.ckpt")) else "it starts again"
             print(f"{draw.name}: stopped after {took} (exit status {status}); {again}", flush=True)

@@ -55,31 +55,31 @@ class DrawResult:
         return self.curve[-1][1] if self.curve else {}
 
 
-def _sha256(path: Path) -> str:
+def sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _versions(folder: Path) -> list[Path]:
+def versions(folder: Path) -> list[Path]:
     """The run folders (``lightning_logs/version_N``, any logger's name) under a draw's folder, by N."""
     found = [p for p in folder.glob("*/version_*") if p.is_dir() and p.name.removeprefix("version_").isdigit()]
     return sorted(found, key=lambda p: (int(p.name.removeprefix("version_")), str(p)))
 
 
-def _test_json(folder: Path) -> Path | None:
+def find_test_json(folder: Path) -> Path | None:
     """The ``test.json`` of a draw: the latest run folder's that has one."""
-    found = [version / "test.json" for version in _versions(folder) if (version / "test.json").is_file()]
+    found = [version / "test.json" for version in versions(folder) if (version / "test.json").is_file()]
     return found[-1] if found else None
 
 
-def _test_scores(path: Path) -> dict[str, float]:
+def test_scores(path: Path) -> dict[str, float]:
     return {k: float(v) for k, v in json.loads(path.read_text(encoding="utf-8")).get("scores", {}).items()}
 
 
-def _error_name(scores: Sequence[str], prefix: str) -> str | None:
+def error_name(scores: Sequence[str], prefix: str) -> str | None:
     """The first of :data:`ERROR_SCORES` among ``scores`` (``prefix`` + name)."""
     return next((f"{prefix}{name}" for name in ERROR_SCORES if f"{prefix}{name}" in scores), None)
 
 
-def _score_text(scores: dict[str, float]) -> str:
-    shown = _error_name(list(scores), "test/") or next(iter(scores), None)
+def score_text(scores: dict[str, float]) -> str:
+    shown = error_name(list(scores), "test/") or next(iter(scores), None)
     return f"{shown} {scores[shown]:.4f}" if shown else "no test scores"

@@ -14,9 +14,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from lit_ssgan.draws.runner import _environment, _fit_args, _Runner
-from lit_ssgan.draws.runs import LABELS_ONLY, Draw, _sha256
-from lit_ssgan.draws.table import _read_result, _summary, _write_outputs
+from lit_ssgan.draws.runner import Runner, environment, fit_args
+from lit_ssgan.draws.runs import LABELS_ONLY, Draw, sha256
+from lit_ssgan.draws.table import read_result, summary_line, write_outputs
 from lit_ssgan.errors import ConfigError, MissingFileError, UserError
 from lit_ssgan.files import write_json
 from lit_ssgan.outputs import check_output_folder
@@ -107,7 +107,7 @@ def draws(
         raise MissingFileError(f"--fit_config {fit_config}: no such file")
     _check_options(options)
     check_output_folder(out, "--out")
-    study = {"fit_config_sha256": _sha256(fit_config), "fit_options": options}
+    study = {"fit_config_sha256": sha256(fit_config), "fit_options": options}
     _check_study(out, study, fit_config)
     _check_config(fit_config, options, labels_only, seeds[0])
     write_json(out / STUDY_NAME, {"fit_config": str(fit_config.resolve()), **study})
@@ -118,11 +118,11 @@ def draws(
         for seed in seeds
         for twin in ((False, True) if labels_only else (False,))
     ]
-    runner = _Runner(fit_config, options, parallel)
+    runner = Runner(fit_config, options, parallel)
     stopped = runner.run(jobs)
-    results = {job: _read_result(job.folder) for job in jobs}
-    table = _write_outputs(out, fit_config, options, seeds, labels_only, results)
-    summary = _summary(seeds, labels_only, results)
+    results = {job: read_result(job.folder) for job in jobs}
+    table = write_outputs(out, fit_config, options, seeds, labels_only, results)
+    summary = summary_line(seeds, labels_only, results)
     if summary:
         print(summary, flush=True)
     if stopped is not None:
@@ -216,10 +216,10 @@ def _check_config(fit_config: Path, options: list[str], labels_only: bool, seed:
     """
     kinds = [[*options], *([[*options, *LABELS_ONLY]] if labels_only else [])]
     with tempfile.TemporaryDirectory() as folder:
-        lists = [_fit_args(fit_config, more, seed, Path(folder) / "run")[4:] for more in kinds]
+        lists = [fit_args(fit_config, more, seed, Path(folder) / "run")[4:] for more in kinds]
         refusal = Path(folder) / "refusal.json"
         command = [sys.executable, "-c", _CHECK, json.dumps(lists), str(refusal)]
-        done = subprocess.run(command, capture_output=True, text=True, env=_environment(None))
+        done = subprocess.run(command, capture_output=True, text=True, env=environment(None))
         if done.returncode == 3 and refusal.is_file():
             found = json.loads(refusal.read_text(encoding="utf-8"))
             reason = " ".join(line.strip() for line in found["message"].splitlines() if line.strip())

@@ -19,29 +19,29 @@ from lit_ssgan.draws.runs import (
     LABELS_ONLY,
     Draw,
     DrawResult,
-    _error_name,
-    _sha256,
-    _test_json,
-    _test_scores,
-    _versions,
+    error_name,
+    find_test_json,
+    sha256,
+    test_scores,
+    versions,
 )
 from lit_ssgan.files import write_atomically
 
 
-def _read_result(folder: Path) -> DrawResult | None:
+def read_result(folder: Path) -> DrawResult | None:
     """A finished draw's :class:`DrawResult`; None if it has no ``test.json``."""
-    test_json = _test_json(folder)
+    test_json = find_test_json(folder)
     if test_json is None:
         return None
     labeled = test_json.parent / "labeled_examples.csv"
     if not labeled.is_file():  # the run folder that wrote the test may not be the one that trained
-        candidates = [v / "labeled_examples.csv" for v in _versions(folder) if (v / "labeled_examples.csv").is_file()]
+        candidates = [v / "labeled_examples.csv" for v in versions(folder) if (v / "labeled_examples.csv").is_file()]
         labeled = candidates[-1] if candidates else labeled
     return DrawResult(
-        test=_test_scores(test_json),
+        test=test_scores(test_json),
         curve=validation_curve(folder),
         labeled_examples=labeled if labeled.is_file() else None,
-        labeled_sha256=_sha256(labeled) if labeled.is_file() else "",
+        labeled_sha256=sha256(labeled) if labeled.is_file() else "",
     )
 
 
@@ -69,7 +69,7 @@ def _table(seeds: list[int], labels_only: bool, results: dict[Draw, DrawResult |
     header = ["seed", "labeled_sha256", *names[False]]
     if labels_only:
         header += ["labels_only/labeled_sha256", *(f"labels_only/{n}" for n in names[True])]
-    error = _error_name(names[False], "test/") if labels_only else None
+    error = error_name(names[False], "test/") if labels_only else None
     if error is not None and error not in names[True]:
         error = None
     if error is not None:
@@ -108,7 +108,7 @@ def _score_names(results: list[DrawResult]) -> list[str]:
     return [*val, *test]
 
 
-def _write_outputs(
+def write_outputs(
     out: Path,
     fit_config: Path,
     options: list[str],
@@ -155,7 +155,7 @@ def _markdown(table: _Table, fit_config: Path, options: list[str], labels_only: 
             return ""
         return cell(mean, title) + (f" ± {cell(std, title)}" if std is not None else "")
 
-    titles = [t.replace("labels_only/", "labels only: ").replace("_sha256", " (sha256)") for t in table.header]
+    titles = [t.replace("labels_only/", "labels only: ").replace("sha256", " (sha256)") for t in table.header]
     lines = [
         f"# {fit_config.name} over {len(table.rows)} label draws",
         "",
@@ -176,10 +176,10 @@ def _markdown(table: _Table, fit_config: Path, options: list[str], labels_only: 
     return "\n".join(lines) + "\n"
 
 
-def _summary(seeds: list[int], labels_only: bool, results: dict[Draw, DrawResult | None]) -> str:
+def summary_line(seeds: list[int], labels_only: bool, results: dict[Draw, DrawResult | None]) -> str:
     """One line: the mean ± std of the test error (and the twin's, and the ratio of the means)."""
     table = _table(seeds, labels_only, results)
-    error = _error_name(table.header, "test/")
+    error = error_name(table.header, "test/")
     if error is None or table.mean[table.header.index(error)] is None:
         return ""
 
