@@ -61,6 +61,7 @@ from lit_ssgan.data.datasets import read_idx
 from lit_ssgan.data.decode_cache import DecodeCache
 from lit_ssgan.data.decoding import read_image
 from lit_ssgan.data.image_folder import list_images
+from lit_ssgan.draws import LABELS_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -354,9 +355,7 @@ def learn(args: argparse.Namespace) -> None:
     base += ["--trainer.max_epochs", str(args.epochs), *args.extra]
     print(f"CPU: {cpu_model()}; {Path(args.config).name}, {args.epochs} epochs", flush=True)
     rows = []
-    labels_only = ["--model.d_loss.init_args.unlabeled_weight=0", "--model.d_loss.init_args.unlabeled_entropy_weight=0"]
-    labels_only += ["--model.d_loss.init_args.consistency=null"]
-    for name, more in (("semi-supervised", []), ("labels only", labels_only)):
+    for name, more in (("semi-supervised", []), ("labels only", LABELS_ONLY)):
         command = [*base, *more, "--trainer.default_root_dir", str(Path(args.work) / name.replace(" ", "_"))]
         start = time.perf_counter()
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)

@@ -41,18 +41,12 @@ from lit_ssgan.callbacks import EMA, LabeledExamples, ema_with_warmup
 from lit_ssgan.callbacks.reports import TestReport
 from lit_ssgan.cli import cli
 from lit_ssgan.data.datasets import file_digest
+from lit_ssgan.draws import LABELS_ONLY
 from lit_ssgan.models.base import evaluating
 from lit_ssgan.models.layers import init_weight_norm_from_data
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "mnist.yaml"
-
-#: the labels-only twin: every term on unlabeled data off
-LABELS_ONLY = [
-    "--model.d_loss.init_args.unlabeled_weight=0",
-    "--model.d_loss.init_args.unlabeled_entropy_weight=0",
-    "--model.d_loss.init_args.consistency=null",
-]
 
 
 class EpochRecorder(Callback):
