@@ -8,9 +8,12 @@ what fit and predict cost in memory and time on many colour images.
     python benchmarks/image_folders.py memory --folders /tmp/px128 --unlabeled unlabeled/part0 --work /tmp/mem20k
     python benchmarks/image_folders.py learn --folders /tmp/mnist_png --work /tmp/learn
 
-``write`` makes labeled/<digit>/ (10 a class, drawn with --seed), val/<digit>/ (100 a class, held
-out for choosing settings), unlabeled/ (the other 58 900 training images), test/<digit>/ (the
-10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv).
+``write`` makes labeled/<class>/ (10 a class, drawn with --seed), val/<class>/ (100 a class, held
+out for choosing settings), unlabeled/ (the other 58 900 training images), test/<class>/ (the
+10 000 test images) and new/ (the first 1 000 test images, flat, with truth.csv); from MNIST or
+Fashion-MNIST (--data-dir). With --pool, labeled/ holds all 59 000 training images not in val/ and
+there is no unlabeled/: ``--data.num_labeled 100`` then draws each run's labels from the pool with
+``data_seed`` (the rest train unlabeled), so that ``lit-ssgan draws`` varies the labeled examples.
 
 ``loader`` asks whether the loaders keep up with the step: for each ``--workers`` value, it builds
 ``lit-ssgan fit`` with ``--config`` on a folder (``--folders``: labeled/<class>/ and unlabeled/; by
@@ -77,10 +80,13 @@ def write(args: argparse.Namespace) -> None:
     test_labels = read_idx(data / "t10k-labels-idx1-ubyte.gz")
     order = np.random.default_rng(args.seed).permutation(len(labels))
     by_class = [order[labels[order] == c] for c in range(10)]
-    labeled_set = {int(i) for c in by_class for i in c[: args.per_class]}
-    # the validation images, in class folders, are held out of the unlabeled folder: settings are
-    # chosen on them, never on the test folder
+    # the validation images, in class folders, are held out of the training images: settings are
+    # chosen on them, never on the test folder (the same images with --pool)
     val_set = {int(i) for c in by_class for i in c[args.per_class : args.per_class + args.val_per_class]}
+    # --pool: every other training image is labeled (a pool that --data.num_labeled draws from)
+    labeled_set = {int(i) for c in by_class for i in c[: args.per_class]}
+    if args.pool:
+        labeled_set = set(range(len(labels))) - val_set
     start = time.perf_counter()
     for i in range(len(labels)):
         folder = out / "unlabeled"
@@ -384,6 +390,7 @@ if __name__ == "__main__":
     w.add_argument("--per-class", type=int, default=10)
     w.add_argument("--val-per-class", type=int, default=100, help="validation images per class, held out")
     w.add_argument("--seed", type=int, default=1)
+    w.add_argument("--pool", action="store_true", help="every training image not in val/ in labeled/")
     lo = sub.add_parser("loader")
     lo.add_argument("--config", default=str(ROOT / "configs" / "image_folder.yaml"))
     lo.add_argument("--folders", help="labeled/<class>/ and unlabeled/ (default: random images, written here)")

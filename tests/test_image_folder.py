@@ -147,6 +147,23 @@ def test_num_labeled_on_folders_takes_that_many_per_class_and_serves_the_rest_un
     assert same.labeled is not None and np.array_equal(same.labeled.images, dm.labeled.images)
 
 
+def test_a_labeled_pool_alone_with_num_labeled_trains_the_rest_unlabeled(folders):
+    """No unlabeled_dir: each data_seed draws its labels from the pool (what ``lit-ssgan draws`` varies)."""
+    drawn = {}
+    for seed in (1, 2):
+        dm = make_dm(folders, unlabeled_dir=None, num_labeled=30, unlabeled_includes_labeled=False, data_seed=seed)
+        dm.setup("fit")
+        assert dm.labeled is not None and dm.unlabeled is not None
+        assert dm.labeled.labels.bincount().tolist() == [3] * 10
+        assert len(dm.unlabeled) == 70  # the pool's other images, and nothing else
+        drawn[seed] = {image.tobytes() for image in dm.labeled.images}
+        assert not drawn[seed] & {image.tobytes() for image in dm.unlabeled.images}
+    assert drawn[1] != drawn[2]
+    # with neither, there is nothing unlabeled to train on: the message names both ways
+    with pytest.raises(ConfigError, match="fit needs data.unlabeled_dir, or data.num_labeled"):
+        make_dm(folders, unlabeled_dir=None).setup("fit")
+
+
 def test_num_labeled_beyond_a_class_on_folders_is_refused_naming_the_class(folders, tmp_path):
     with pytest.raises(ValueError, match="needs 11 labeled examples of class '0'; there are 10"):
         make_dm(folders, num_labeled=[11] + [1] * 9).setup("fit")

@@ -95,7 +95,8 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
       anywhere under it with ``labels_csv`` (rows ``filename,label`` after a header line; the file
       name relative to ``labeled_dir``, with or without its extension, as tefla's ``DataSet``; a
       name without one that matches two files, or a row with a third field, is refused by row).
-    - ``unlabeled_dir``: images in any subfolders; their labels, if any, are never read.
+    - ``unlabeled_dir``: images in any subfolders; their labels, if any, are never read. Not needed
+      with ``num_labeled``: the labeled images it leaves out are then the unlabeled set.
     - ``val_dir`` / ``test_dir``: labeled like ``labeled_dir`` (with ``val_labels_csv`` /
       ``test_labels_csv``); without ``val_dir``, ``val_size`` images are split off the labeled
       pool with ``data_seed``. ``predict_dir``: new images, predicted in file-name order.
@@ -115,7 +116,7 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
     Args:
         labeled_dir: the labeled images.
         labels_csv: a CSV of ``filename,label`` for ``labeled_dir`` (instead of class subfolders).
-        unlabeled_dir: the unlabeled images.
+        unlabeled_dir: the unlabeled images (optional with ``num_labeled``).
         val_dir: validation images (class subfolders, or ``val_labels_csv``).
         val_labels_csv: a CSV of labels for ``val_dir``.
         test_dir: test images (class subfolders, or ``test_labels_csv``).
@@ -342,10 +343,10 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         self.read_files[which] = [file_name(files[i][0].relative_to(folder).as_posix()) for i in kept]
         return images, labels[kept]
 
-    def _folder(self, which: str, needed_by: str) -> Path:
+    def _folder(self, which: str, needed_by: str, otherwise: str = "") -> Path:
         folder = self.dirs[which]
         if folder is None:
-            raise ConfigError(f"{needed_by} needs data.{which}")
+            raise ConfigError(f"{needed_by} needs data.{which}{otherwise}")
         return folder
 
     def example_names(self, part: str, indices: np.ndarray) -> list[str]:
@@ -361,8 +362,11 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
     def load_val_set(self) -> tuple[ImageRows, np.ndarray] | None:
         return self._labeled("val_dir") if self.dirs["val_dir"] is not None else None
 
-    def load_unlabeled(self) -> ImageRows:
-        folder = self._folder("unlabeled_dir", "fit")
+    def load_unlabeled(self) -> ImageRows | None:
+        if self.dirs["unlabeled_dir"] is None and self.hparams["num_labeled"] is not None:
+            return None  # the labeled pool's images past num_labeled are the unlabeled set
+        otherwise = ", or data.num_labeled (the rest of data.labeled_dir then trains unlabeled)"
+        folder = self._folder("unlabeled_dir", "fit", otherwise)
         return self._read(list_images(folder, f"data.unlabeled_dir {shown(folder)}"), "unlabeled_dir")[0]
 
     def load_test_set(self) -> tuple[ImageRows, np.ndarray]:
