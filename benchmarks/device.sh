@@ -17,7 +17,7 @@
 #   conv_big      the conv step at 128 px, bf16
 #   draws_tests   configs/mnist_fast.yaml, 20 epochs, label draws 1-5 as five processes at once
 #                 (benchmarks/mnist.py), with the CUDA tests (pytest -m cuda tests/test_cuda.py) beside them
-#   compile       mnist and conv32 again with COMPILE_ARGS (--model.compile=reduce-overhead): "n/a (option
+#   compile       mnist and conv32 again with COMPILE_ARGS (--model.training.compile=reduce-overhead): "n/a (option
 #                 missing)" where the CLI refuses it; run on what time is left (STAGES=... picks stages)
 # then the table (benchmarks/device_table.py), printed last. Stage logs, the JSON files and the table are
 # in WORK (/tmp/device_run); with OUT set (the device tool's), the console log, table.md, results.json
@@ -34,7 +34,7 @@ DEV=${DEV:-cuda}
 QUICK=${QUICK:-0}
 DRAWS_MIN_SET=${DRAWS_MIN:-} # unset: estimated from the MNIST stage
 WORK=${WORK:-/tmp/device_run}
-COMPILE_ARGS=${COMPILE_ARGS:---model.compile=reduce-overhead}
+COMPILE_ARGS=${COMPILE_ARGS:---model.training.compile=reduce-overhead}
 STAGES=${STAGES:-mnist conv32 profile conv_big draws_tests compile}
 if [[ $QUICK == 1 ]]; then
     TOTAL_S=${TOTAL_S:-1500}

@@ -4,7 +4,7 @@ a few batches through ``lit-ssgan fit``'s own builder under :class:`lit_ssgan.ca
 and the median step that does not log is reported with its most frequent ops.
 
     python benchmarks/step_counts.py                       # every config in configs/
-    python benchmarks/step_counts.py --configs mnist.yaml --top 30 -- --model.compile true
+    python benchmarks/step_counts.py --configs mnist.yaml --top 30 -- --model.training.compile true
 
 The MNIST configs read ``--mnist-dir`` and ``--fashion-mnist-dir``; the image-folder configs run on
 small folders of random PNGs written to a temporary directory.

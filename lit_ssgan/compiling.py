@@ -1,4 +1,4 @@
-"""The compiled training step: what ``model.compile`` means, checked where the model is built."""
+"""The compiled training step: what ``model.training.compile`` means, checked where the model is built."""
 
 from __future__ import annotations
 
@@ -8,15 +8,15 @@ from lit_ssgan.errors import ConfigError, check_choice
 
 #: ``torch.compile``'s modes; ``reduce-overhead`` also captures each compiled part in a CUDA graph on a GPU
 MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-#: the ``torch.compile`` arguments ``model.compile`` may set
+#: the ``torch.compile`` arguments ``model.training.compile`` may set
 ARGUMENTS = ("mode", "backend", "fullgraph", "dynamic", "options")
 
-#: what ``model.compile`` takes: false or null (eager), true (torch.compile's defaults), a mode, or arguments
+#: what ``model.training.compile`` takes: false or null (eager), true (torch.compile's defaults), a mode, or arguments
 CompileOption = bool | str | dict[str, Any] | None
 
 
 def compile_options(value: CompileOption) -> dict[str, Any] | None:
-    """``torch.compile``'s keyword arguments for ``model.compile``, or None to run eagerly.
+    """``torch.compile``'s keyword arguments for ``model.training.compile``, or None to run eagerly.
 
     Example:
         >>> compile_options("reduce-overhead"), compile_options(True), compile_options(None)

@@ -2,6 +2,7 @@
 
 import csv
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +78,17 @@ def test_speed_benchmark_reports_the_ratios_the_targets_are_set_on(mnist_dir):
         "package / plain twin, bf16",
     }
     assert all(r > 0 for r in ratios.values())
+
+
+def test_the_device_scripts_compile_option_is_one_fit_takes():
+    """benchmarks/device.sh's compiled stage passes COMPILE_ARGS to fit; a renamed option would only
+    show on the GPU machine, as "n/a (option missing)" in its table."""
+    script = (ROOT / "benchmarks" / "device.sh").read_text()
+    found = re.search(r"COMPILE_ARGS:-(--\S+?)\}", script)
+    assert found is not None
+    option = found.group(1)
+    command = [sys.executable, "-m", "lit_ssgan", "fit", "--config", "configs/mnist.yaml", option, "--print_config"]
+    out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr[-2000:]
+    key, value = option.removeprefix("--").split("=")
+    assert f"{key.rsplit('.', 1)[-1]}: {value}" in out.stdout

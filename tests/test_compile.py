@@ -1,4 +1,4 @@
-"""model.compile: the training step's loss computations through torch.compile. The tests use the
+"""model.training.compile: the training step's loss computations through torch.compile. The tests use the
 ``aot_eager`` backend (dynamo's trace and AOTAutograd's forward and backward graphs, run by eager
 kernels: what inductor would compile, without the minutes of C++ compilation)."""
 
