@@ -6,7 +6,6 @@ what fit and predict cost in memory and time on many colour images.
     python benchmarks/image_folders.py decode --folder /tmp/mnist_png/unlabeled --image-size 64
     python benchmarks/image_folders.py write-colour --data-dir ../shared/data/mnist --out /tmp/px128 --count 100000
     python benchmarks/image_folders.py memory --folders /tmp/px128 --unlabeled unlabeled/part0 --work /tmp/mem20k
-    python benchmarks/image_folders.py learn --folders /tmp/mnist_png --work /tmp/learn
 
 ``write`` makes labeled/<class>/ (10 a class, drawn with --seed), val/<class>/ (100 a class, held
 out for choosing settings), unlabeled/ (the other 58 900 training images), test/<class>/ (the
@@ -34,9 +33,8 @@ process of its own, and prints each one's peak anonymous memory (``RssAnon``, sa
 the process's own memory, not the page cache that a memory-mapped file or the PNGs take) and wall
 time. ``--tree`` runs another checkout's package (the code before a change).
 
-``learn`` trains ``configs/image_folder_cpu.yaml`` (the conv pair) on what ``write`` wrote, once
-semi-supervised and once on the labels alone, and prints each run's validation curve, test error
-and wall time.
+What the conv pair learns from these folders, over label draws and against the labels alone, is
+``lit-ssgan draws`` on what ``write --pool`` wrote (benchmarks/README.md gives the command).
 """
 
 from __future__ import annotations
@@ -64,7 +62,6 @@ from lit_ssgan.data.datasets import read_idx
 from lit_ssgan.data.decode_cache import DecodeCache
 from lit_ssgan.data.decoding import read_image
 from lit_ssgan.data.image_folder import list_images
-from lit_ssgan.draws import LABELS_ONLY
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
@@ -344,43 +341,6 @@ def memory(args: argparse.Namespace) -> None:
     print(f"decode cache on disk: {cache / 1e9:.2f} GB")
 
 
-def learn(args: argparse.Namespace) -> None:
-    """The folder path with the conv networks on MNIST as PNG folders (``write``): semi-supervised,
-    then the same networks on the labels alone (every unlabeled term off: ``unlabeled_weight`` and
-    ``unlabeled_entropy_weight`` 0, no consistency term), each a ``lit-ssgan fit`` process with
-    ``--test_after_fit``, validated each epoch on the held-out val/ folder; prints each one's
-    command, validation curve, test error and wall time."""
-    import re
-
-    folders = Path(args.folders)
-    base = [sys.executable, "-m", "lit_ssgan", "fit", "--config", args.config]
-    base += ["--data.labeled_dir", str(folders / "labeled"), "--data.unlabeled_dir", str(folders / "unlabeled")]
-    base += ["--data.val_dir", str(folders / "val"), "--data.test_dir", str(folders / "test")]
-    base += ["--data.image_size", "32", "--data.channels", "1"]
-    base += ["--data.train_transforms", "null", "--test_after_fit", "true", "--trainer.enable_progress_bar", "false"]
-    base += ["--trainer.max_epochs", str(args.epochs), *args.extra]
-    print(f"CPU: {cpu_model()}; {Path(args.config).name}, {args.epochs} epochs", flush=True)
-    rows = []
-    for name, more in (("semi-supervised", []), ("labels only", LABELS_ONLY)):
-        command = [*base, *more, "--trainer.default_root_dir", str(Path(args.work) / name.replace(" ", "_"))]
-        start = time.perf_counter()
-        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        if out.returncode != 0:
-            raise SystemExit(out.stdout[-2000:] + out.stderr[-3000:])
-        found = re.search(r"test/acc\s+([\d.]+)", out.stdout + out.stderr)
-        error = 1 - float(found.group(1)) if found else float("nan")
-        epochs = [line for line in out.stdout.splitlines() if line.startswith("Epoch ")]
-        rows.append((name, error, seconds))
-        curve = [re.search(r"error: ([\d.]+)", line) for line in epochs]
-        last = epochs[-1] if epochs else "?"
-        print(f"{name}: test error {100 * error:.2f} %, {seconds / 60:.1f} min; last epoch: {last}")
-        print("  validation error by epoch (%): " + " ".join(f"{100 * float(m.group(1)):.1f}" for m in curve if m))
-        print("  " + " ".join(command[2:]), flush=True)
-    (_, e_semi, _), (_, e_sup, _) = rows
-    print(f"semi-supervised / labels only: {e_semi / e_sup:.2f}")
-
-
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -421,13 +381,7 @@ if __name__ == "__main__":
     me.add_argument("--image-size", type=int, default=128)
     me.add_argument("--tree", help="the checkout whose package runs (default: this one)")
     me.add_argument("--verbose", action="store_true")
-    le = sub.add_parser("learn")
-    le.add_argument("--folders", required=True, help="what write wrote")
-    le.add_argument("--config", default=str(ROOT / "configs" / "image_folder_cpu.yaml"))
-    le.add_argument("--epochs", type=int, default=30)
-    le.add_argument("--work", required=True, help="a folder for the two runs")
-    le.add_argument("extra", nargs="*", help="more lit-ssgan options for both runs (after --)")
     args = parser.parse_args()
-    commands = {"learn": learn, "write": write, "loader": loader, "decode": decode}
+    commands = {"write": write, "loader": loader, "decode": decode}
     commands |= {"write-colour": write_colour, "memory": memory}
     commands[args.command](args)

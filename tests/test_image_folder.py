@@ -291,3 +291,12 @@ def test_numeric_labels_from_a_csv_are_read_as_numbers_for_regression(folders, t
     assert dm.num_classes == 5 and dm.class_names == ["0", "1", "2", "3", "4"]  # grades 0..4, for kappa
     assert dm.labeled.labels.dtype == torch.float32
     assert sorted(dm.labeled.labels.tolist()) == sorted(grades)
+    # tefla's class balancing over the grades (the image folders' config has it on): each label counts
+    # in its nearest grade, 0 (0, 0.5), 2 (1.5, 2), 3 and 4, so that each of the four comes equally often
+    csv_path = str(tmp_path / "grades.csv")
+    graded = {"labeled_dir": str(flat), "labels_csv": csv_path, "numeric_labels": True}
+    balanced = make_dm(folders, **graded, balance_ratio=0.9, batches_per_epoch=200)
+    balanced.setup("fit")
+    drawn = torch.cat([y for _, y in balanced.train_dataloader()["labeled"]])
+    assert len(drawn) == 200 * 20
+    assert [(drawn == g).float().mean().item() for g in (3.0, 4.0)] == pytest.approx([0.25, 0.25], abs=0.03)

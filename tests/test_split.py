@@ -220,3 +220,11 @@ def test_labeled_weights_start_balanced_and_anneal_to_the_final_weights():
     assert gap is not None and gap(0).tolist() == [1.5, 1.5, 3.0]
     with pytest.raises(ConfigError, match="balance weights give no weight to any class that has labeled examples"):
         labeled_weights(labels, 3, 0.5, balance_weights=[0, 0, 0])
+
+
+def test_labeled_weights_of_numeric_labels_balance_their_nearest_grades():
+    """Regression: a label counts in its nearest grade 0 … K-1 (once a crash in np.bincount)."""
+    numbers = np.array([0.0] * 8 + [1.2, 0.9] + [2.0, 3.7], dtype=np.float32)  # 3.7: past the top grade
+    weights = labeled_weights(numbers, 3, 0.5)
+    assert weights is not None
+    assert weights(0).tolist() == [12 / 8] * 8 + [12 / 2] * 4  # as the class indices 0 x8, 1 x2, 2 x2

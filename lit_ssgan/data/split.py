@@ -312,7 +312,8 @@ def labeled_weights(
     None without ``ratio`` (no balancing).
 
     Args:
-        labels: ``(L,)`` the labeled examples' class indices.
+        labels: ``(L,)`` the labeled examples' class indices; or their numbers (regression), each
+            counted in its nearest grade of ``0 … K-1``, as tefla balanced graded labels.
         num_classes: the number of classes, ``K``.
         ratio: ``balance_ratio``: the weights anneal from ``balance_weights`` to
             ``final_balance_weights`` by ``ratio ** epoch``.
@@ -335,6 +336,8 @@ def labeled_weights(
     """
     if ratio is None:
         return None
+    if not np.issubdtype(labels.dtype, np.integer):
+        labels = np.clip(np.rint(labels), 0, num_classes - 1).astype(np.int64)
     counts = np.bincount(labels, minlength=num_classes)
     inverse = np.divide(len(labels), counts, out=np.zeros(num_classes), where=counts > 0)
     balance = np.asarray(balance_weights, dtype=float) if balance_weights else inverse
