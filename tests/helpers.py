@@ -185,10 +185,15 @@ class TermDuringValidation(Callback):
 
 
 def signalled_after_first_epoch(
-    args: list[str], signum: int, env: dict[str, str] | None = None, preexec_fn: Callable[[], None] | None = None
+    args: list[str],
+    signum: int,
+    env: dict[str, str] | None = None,
+    preexec_fn: Callable[[], None] | None = None,
+    group: bool = False,
 ) -> tuple[int, str]:
     """Runs ``lit-ssgan ARGS`` in a process of its own, sends it ``signum`` once its first epoch
-    line is out, and returns its exit status and standard error."""
+    line is out, and returns its exit status and standard error. ``group``: the process leads a
+    process group of its own, and the signal goes to the whole group, as a terminal's Ctrl-C does."""
     run = subprocess.Popen(
         [sys.executable, "-m", "lit_ssgan", *args],
         cwd=ROOT,
@@ -197,10 +202,14 @@ def signalled_after_first_epoch(
         stderr=subprocess.PIPE,
         text=True,
         preexec_fn=preexec_fn,
+        start_new_session=group,
     )
     deadline = time.monotonic() + 120
     while run.stdout is not None and "Epoch 1 [" not in run.stdout.readline() and time.monotonic() < deadline:
         pass
-    run.send_signal(signum)
+    if group:
+        os.killpg(run.pid, signum)
+    else:
+        run.send_signal(signum)
     _, stderr = run.communicate(timeout=120)
     return run.returncode, stderr

@@ -356,6 +356,19 @@ def test_ctrl_c_during_fit_stops_like_sigterm_with_a_checkpoint_and_exit_status_
     assert said.endswith(f"; checkpoint written to {last}. Resume with the same command and --ckpt_path last")
 
 
+def test_ctrl_c_from_a_terminal_reaches_the_loader_workers_too_and_still_stops_with_a_checkpoint(tmp_path):
+    """A terminal sends Ctrl-C to the whole process group, the loader workers included: they leave it
+    to the main process, which stops as above (a worker killed mid-fetch ended the run in "DataLoader
+    worker exited unexpectedly", before its checkpoint)."""
+    args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "40")
+    args += ["--data.init_args.num_workers", "2"]
+    returncode, stderr = signalled_after_first_epoch(args, signal.SIGINT, preexec_fn=_python_sigint, group=True)
+    assert returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr[-3000:]
+    assert "DataLoader worker" not in stderr, stderr[-3000:]
+    assert find_last_checkpoint(tmp_path) is not None, stderr[-3000:]
+
+
 class CtrlC(Callback):
     """Presses Ctrl-C (a SIGINT to this process) twice after the second batch of epoch 2 (or at
     the end of epoch 1), and once more while the checkpoint of that stop is being saved."""

@@ -4,6 +4,7 @@ that resumes mid-epoch through Lightning's stateful-loader protocol (:class:`Res
 
 from __future__ import annotations
 
+import signal
 from collections.abc import Callable, Iterator
 from typing import Any, Literal
 
@@ -81,6 +82,15 @@ def auto_workers(device: str, processes_per_node: int, streams: int) -> int:
     return max(1, suggested_max_num_workers(processes_per_node) // streams)
 
 
+def leave_stops_to_the_main_process(worker_id: int) -> None:
+    """A loader worker's start (``worker_init_fn``): it ignores Ctrl-C and SIGTERM. A terminal's
+    Ctrl-C, and many schedulers' SIGTERM, reach every process of the group; the main process stops
+    with a checkpoint and then shuts its workers down (or they exit when it is gone), while a worker
+    killed by the signal ended the run in "DataLoader worker ... is killed" before its checkpoint."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 def check_num_workers(num_workers: Any) -> None:
     """Refuses a ``num_workers`` that is neither an int 0 or more nor ``"auto"``.
 
@@ -127,6 +137,7 @@ def make_loader(
         num_workers=workers,
         # workers are started once, not every epoch; and they fill the queue ahead of the step
         persistent_workers=workers > 0,
+        worker_init_fn=leave_stops_to_the_main_process if workers > 0 else None,
         prefetch_factor=PREFETCH_FACTOR if workers > 0 else None,
         # batches in page-locked memory on a GPU run, so that Lightning's copy to the device
         # (non_blocking there) overlaps the step instead of waiting for it
