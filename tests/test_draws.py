@@ -155,6 +155,8 @@ def test_the_tables_figures_are_each_runs_test_json_labeled_examples_and_last_va
     assert rows["1"]["labeled_sha256"] != rows["2"]["labeled_sha256"]  # two draws, two sets of labels
     markdown = (out / "draws.md").read_text()
     assert f"| 1 | `{rows['1']['labeled_sha256'][:12]}` |" in markdown
+    assert "| seed | labeled examples (sha256) | val/" in markdown
+    assert "| labels only: labeled examples (sha256) | labels only: val/" in markdown
     assert f"{float(rows['1']['test/error']):.4f}" in markdown
 
 

@@ -155,7 +155,10 @@ def _markdown(table: _Table, fit_config: Path, options: list[str], labels_only: 
             return ""
         return cell(mean, title) + (f" ± {cell(std, title)}" if std is not None else "")
 
-    titles = [t.replace("labels_only/", "labels only: ").replace("sha256", " (sha256)") for t in table.header]
+    titles = [
+        t.replace("labels_only/", "labels only: ").replace("labeled_sha256", "labeled examples (sha256)")
+        for t in table.header
+    ]
     lines = [
         f"# {fit_config.name} over {len(table.rows)} label draws",
         "",
