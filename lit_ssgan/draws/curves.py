@@ -43,7 +43,8 @@ def _event_records(version: Path) -> list[dict[str, float]]:
 
 def _scalars(path: Path) -> Iterator[tuple[int, str, float]]:
     """``(step, tag, value)`` of each scalar in a TensorBoard event file (TFRecord of ``Event``
-    protos, read with tensorboardX's proto classes); a torn last record ends it."""
+    protos, read with tensorboardX's proto classes); a torn last record ends it. Read here because
+    tensorboardX only writes, and tensorboard's ``EventAccumulator`` is not a dependency."""
     from google.protobuf.message import DecodeError
     from tensorboardX.proto import event_pb2
 
