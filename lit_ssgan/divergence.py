@@ -5,7 +5,7 @@ or infinite weights."""
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Literal, get_args
 
 import torch
@@ -50,6 +50,8 @@ class NonFiniteGuard:
 
     Args:
         action: ``"stop"`` or ``"skip"``.
+        networks: the networks that step each batch, in their order (the discriminator alone when the
+            generator does not train).
 
     Example:
         >>> import torch
@@ -69,8 +71,9 @@ class NonFiniteGuard:
         1
     """
 
-    def __init__(self, action: OnNonFinite = "stop") -> None:
+    def __init__(self, action: OnNonFinite = "stop", networks: Sequence[str] = ("discriminator", "generator")) -> None:
         self.action = check_choice("on_nonfinite", action, get_args(OnNonFinite))
+        self.first, self.last = networks[0], networks[-1]  # the batch's first and last steps
         self.skipped = 0  # batches dropped, as of the last check; checkpointed by the module
         self._record: _DeviceRecord | None = None
         self._where: list[str] = []  # each batch since the last check, for the message
@@ -86,7 +89,7 @@ class NonFiniteGuard:
     ) -> Tensor:
         """Whether ``network``'s step of this batch must change nothing: a 0-dim float32 tensor on the
         device, 1.0 or 0.0 (the form of GradScaler's ``found_inf``), computed without a host read.
-        The discriminator's step comes first in a batch, then the generator's. Under DDP
+        The batch's steps come in the order of ``networks``. Under DDP
         (``distributed``) a step is void in every process if it is in one (an all-reduce, queued on
         the device like the gradients')."""
         record = self._record
@@ -97,7 +100,7 @@ class NonFiniteGuard:
         found = record.found.get(network)
         if found is None:
             found = record.found[network] = torch.zeros((), device=loss.device)
-        if network == "discriminator":  # the batch's first step
+        if network == self.first:
             if self.action == "stop":  # void from the first bad batch on: the weights stay as they were before it
                 torch.clamp(record.bad, max=1.0, out=found)
             else:
@@ -105,7 +108,7 @@ class NonFiniteGuard:
             torch.eq(record.bad, 0, out=record.recording)  # while no batch was bad, keep the latest batch's values
             record.first.masked_fill_(record.recording, len(self._where) - 1)
         else:
-            found.copy_(record.found["discriminator"])
+            found.copy_(record.found[self.first])
         # torch's GradScaler check, over the gradients' norms (one read-only pass: checking the gradients
         # themselves would also write them, multiplied by 1) and the loss terms
         norms = torch._foreach_norm(grads) if grads else []
@@ -114,7 +117,7 @@ class NonFiniteGuard:
             all_reduce_(found, "max")
         saved = record.terms.get(network)
         record.terms[network] = values if saved is None else torch.where(record.recording, values, saved, out=saved)
-        if network == "generator":  # the batch's last step
+        if network == self.last:
             record.bad.add_(found)
         return found
 

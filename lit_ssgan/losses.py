@@ -221,7 +221,9 @@ class DiscriminatorLoss(Part, nn.Module):
 
     (regression: ``d_loss_mse`` in place of ``d_loss_class``; ``d_consistency`` is :func:`consistency`,
     or :func:`pseudo_label` with the strategy's ``pseudo_label_threshold``). A new term is one weight
-    and one line here.
+    and one line here. A term of weight 0 is not computed, and the images only it needs do not pass
+    through D: with ``unlabeled_weight`` 0 there is no generated batch (:attr:`uses_generated`), so the
+    generator does not train; with no unlabeled term at all D sees the labeled batch alone.
 
     Args:
         unlabeled_weight: weight of ``d_loss_real + d_loss_fake`` (0 trains the classifier on the
@@ -243,6 +245,9 @@ class DiscriminatorLoss(Part, nn.Module):
         >>> parts = loss(h, torch.tensor([3, 7]), h, h)
         >>> sorted(parts.terms), round(parts.total.item(), 4)  # log 10 + (log 2 + log 2) / 2
         (['d_loss_class', 'd_loss_fake', 'd_loss_real'], 2.9957)
+        >>> labels_only = DiscriminatorLoss(unlabeled_weight=0)
+        >>> labels_only.uses_unlabeled, labels_only.uses_generated, labels_only(h, torch.tensor([3, 7])).terms.keys()
+        (False, False, dict_keys(['d_loss_class']))
     """
 
     def __init__(
@@ -257,12 +262,13 @@ class DiscriminatorLoss(Part, nn.Module):
         check_non_negative("d_loss.unlabeled_entropy_weight", unlabeled_entropy_weight)
         self.d_label_smooth = check_probability("d_loss.d_label_smooth", d_label_smooth)
         self.consistency = built(consistency, Consistency, "d_loss.consistency")
-        optional = {
+        unlabeled_terms = {
+            "d_loss_real": unlabeled_weight,
+            "d_loss_fake": unlabeled_weight,
             "d_entropy": unlabeled_entropy_weight,
             "d_consistency": self.consistency.weight if self.consistency is not None else 0.0,
         }
-        self.weights = {"d_loss_real": unlabeled_weight, "d_loss_fake": unlabeled_weight}
-        self.weights.update({name: weight for name, weight in optional.items() if weight})
+        self.weights = {name: weight for name, weight in unlabeled_terms.items() if weight}
         self.for_task(classification=True)
 
     def for_task(self, classification: bool) -> DiscriminatorLoss:
@@ -287,31 +293,55 @@ class DiscriminatorLoss(Part, nn.Module):
         return "d_loss_class" if self.classification else "d_loss_mse"
 
     @property
+    def uses_unlabeled(self) -> bool:
+        """Whether a term of the loss looks at the unlabeled batch (else D learns from the labels alone)."""
+        return any(name in self.weights for name in ("d_loss_real", "d_entropy", "d_consistency"))
+
+    @property
+    def uses_generated(self) -> bool:
+        """Whether the loss looks at generated images (``d_loss_fake``): without it, nothing the
+        generator does reaches D's loss, and the module does not train the generator."""
+        return "d_loss_fake" in self.weights
+
+    @property
     def needs_second_pass(self) -> bool:
         """Whether the unlabeled batch must pass through the discriminator twice (the Π-model)."""
         return self.consistency is not None and not self.consistency.uses_teacher
 
     def forward(
-        self, labeled: Heads, labels: Tensor, unlabeled: Heads, fake: Heads, unlabeled_again: Heads | None = None
+        self,
+        labeled: Heads,
+        labels: Tensor,
+        unlabeled: Heads | None = None,
+        fake: Heads | None = None,
+        unlabeled_again: Heads | None = None,
     ) -> LossParts:
-        """The loss of one discriminator step, from its heads on the labeled, unlabeled and
-        generated images (and the unlabeled images' second look, for the consistency term)."""
-        terms = {
-            self.labeled_term: d_loss_labeled(labeled.predicted, labels, self.classification),
-            "d_loss_real": d_loss_real(unlabeled.gan, self.d_label_smooth),
-            "d_loss_fake": d_loss_fake(fake.gan),
-        }
+        """The loss of one discriminator step, from its heads on the labeled images and, where a term
+        of non-zero weight needs them, on the unlabeled and generated images (and the unlabeled images'
+        second look, for the consistency term)."""
+        terms = {self.labeled_term: d_loss_labeled(labeled.predicted, labels, self.classification)}
+        if "d_loss_real" in self.weights:
+            terms["d_loss_real"] = d_loss_real(_given(unlabeled, "d_loss_real").gan, self.d_label_smooth)
+        if "d_loss_fake" in self.weights:
+            terms["d_loss_fake"] = d_loss_fake(_given(fake, "d_loss_fake").gan)
         if "d_entropy" in self.weights:
-            terms["d_entropy"] = conditional_entropy(unlabeled.predicted)
-        if self.consistency is not None:
-            if unlabeled_again is None:
-                raise ValueError("the consistency term needs the unlabeled batch's second look")
+            terms["d_entropy"] = conditional_entropy(_given(unlabeled, "d_entropy").predicted)
+        if self.consistency is not None and "d_consistency" in self.weights:
+            first = _given(unlabeled, "d_consistency").predicted
+            second = _given(unlabeled_again, "d_consistency (the unlabeled batch's second look)").predicted
             threshold = self.consistency.pseudo_label_threshold
             if threshold is None:
-                terms["d_consistency"] = consistency(unlabeled.predicted, unlabeled_again.predicted)
+                terms["d_consistency"] = consistency(first, second)
             else:
-                terms["d_consistency"] = pseudo_label(unlabeled.predicted, unlabeled_again.predicted, threshold)
+                terms["d_consistency"] = pseudo_label(first, second, threshold)
         return weighted(terms, self.weights)
+
+
+def _given(heads: Heads | None, term: str) -> Heads:
+    """``heads``, which the loss term ``term`` needs."""
+    if heads is None:
+        raise ValueError(f"{term} needs heads the discriminator step did not compute")
+    return heads
 
 
 class GeneratorLoss(Part, nn.Module):

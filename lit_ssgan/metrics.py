@@ -82,7 +82,7 @@ def validation_scores(
 
 def training_logs(
     d_loss: LossParts,
-    g_loss: LossParts,
+    g_loss: LossParts | None,
     heads: dict[str, Heads],
     labels: Tensor,
     classification: bool,
@@ -90,18 +90,23 @@ def training_logs(
     skipped: int,
 ) -> dict[str, Tensor | float]:
     """What a training step logs: each loss term (``train/<term>``), the labeled batch's accuracy
-    (regression: mean absolute error), D's mean P(real) on the unlabeled and generated images, each
-    network's learning rate (``rates``: ``d`` and ``g``) and the batches skipped so far."""
+    (regression: mean absolute error), D's mean P(real) on the unlabeled and generated images (where
+    the step passed them through D), each network's learning rate (``rates``: ``d`` and ``g``, of the
+    networks that train) and the batches skipped so far. ``g_loss``: None when the generator does not train."""
     predicted = heads["labeled"].predicted
     if classification:
         labeled = {"train/acc": (predicted.argmax(1) == labels).float().mean()}
     else:
         labeled = {"train/mae": (predicted - labels).abs().mean()}
+    p_real = {
+        f"train/d_{key}": torch.sigmoid(heads[name].gan).mean()
+        for key, name in (("real", "unlabeled"), ("fake", "fake"))
+        if name in heads
+    }
     return {
-        **{f"train/{name}": value for name, value in {**d_loss.terms, **g_loss.terms}.items()},
+        **{f"train/{name}": value for name, value in {**d_loss.terms, **(g_loss.terms if g_loss else {})}.items()},
         **labeled,
-        "train/d_real": torch.sigmoid(heads["unlabeled"].gan).mean(),
-        "train/d_fake": torch.sigmoid(heads["fake"].gan).mean(),
+        **p_real,
         **{f"train/{net}_lr": rate for net, rate in rates.items()},
         "train/skipped_steps": float(skipped),
     }

@@ -97,7 +97,11 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
             "discriminator": (d_optimizer, d_lr_scheduler),
             "generator": (g_optimizer, g_lr_scheduler),
         }
-        self.guard = NonFiniteGuard(self.training_options.on_nonfinite)
+        # without d_loss_fake nothing the generator does reaches D's loss: the labels-only twin trains D alone
+        self.networks: tuple[Network, ...] = (
+            ("discriminator", "generator") if self.d_loss.uses_generated else ("discriminator",)
+        )
+        self.guard = NonFiniteGuard(self.training_options.on_nonfinite, self.networks)
         self._stepping = LossParts(torch.zeros(()), {})  # the loss of the optimizer step under way, for the guard
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
         self.data_init_pending = False  # data_dependent_init: set when fit starts, cleared once done
@@ -138,9 +142,10 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         return next(net for net, opt in zip(nets, self.trainer.optimizers, strict=True) if opt is optimizer)
 
     def training_step(self, batch: TrainingBatch, batch_idx: int) -> Tensor | None:
-        """One discriminator step, then one generator step on an independent unlabeled batch; no read
-        from the device unless it logs (:class:`~lit_ssgan.divergence.NonFiniteGuard` decides there).
-        Returns the discriminator's loss (tefla's t-loss; not finite for a batch the guard dropped)."""
+        """One discriminator step, then one generator step on an independent unlabeled batch (none when
+        D's loss has no term on generated images: see :attr:`networks`); no read from the device unless it
+        logs (:class:`~lit_ssgan.divergence.NonFiniteGuard` decides there). Returns the discriminator's
+        loss (tefla's t-loss; not finite for a batch the guard dropped)."""
         (x_lab, y_lab), (x_unl, _), (x_unl_g, _) = batch["labeled"], batch["unlabeled"], batch["unlabeled_g"]
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
         if uses_cuda_graphs(self.compile_options):
@@ -153,14 +158,16 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         with self._training(d_opt):
             d_loss, heads = self.discriminator_losses(x_lab, y_lab, x_unl)
             self._optimize(d_opt, d_loss)
-        with self._training(g_opt):
-            g_loss = self.generator_losses(x_unl_g)
-            self._optimize(g_opt, g_loss, counted=False)
+        g_loss = None
+        if "generator" in self.networks:
+            with self._training(g_opt):
+                g_loss = self.generator_losses(x_unl_g)
+                self._optimize(g_opt, g_loss, counted=False)
         if self.training_options.lr_scheduler_interval == "step":
             lr_schedulers.step(self._schedulers())
         if log_now:
             self.guard.check()
-            rates = {net: opt.param_groups[0]["lr"] for net, opt in (("d", d_opt), ("g", g_opt))}
+            rates = {net[0]: opt.param_groups[0]["lr"] for net, opt in zip(self.networks, (d_opt, g_opt), strict=False)}
             logs = training_logs(d_loss, g_loss, heads, y_lab, self.classification, rates, self.guard.skipped)
             self.log_dict(logs, sync_dist=self.trainer.world_size > 1)
         return d_loss.total.detach()
@@ -168,19 +175,23 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
     def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
         """D's loss from one forward over the labeled, unlabeled and generated (detached) images, and the
         unlabeled again for the consistency term (through D under other noise, or the teacher, first
-        brought up to D's weights); and the heads of ``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``."""
-        z = self.generator.sample_latent(len(x_unl), self.noise_rng)
+        brought up to D's weights); and the heads of ``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``.
+        Only the images a term of ``d_loss`` needs pass (the labels-only twin: ``labeled`` alone)."""
+        z = self.generator.sample_latent(len(x_unl), self.noise_rng) if self.d_loss.uses_generated else None
         if self.teacher is not None:
             self.teacher.update_parameters(self.discriminator)
         compute = self._discriminator_losses if self._compiled is None else self._compiled["discriminator"]
         return cast(tuple[LossParts, dict[str, Heads]], compute(x_lab, y_lab, x_unl, z))
 
     def _discriminator_losses(
-        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor, z: Tensor
+        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor, z: Tensor | None
     ) -> tuple[LossParts, dict[str, Heads]]:
-        with torch.no_grad(), frozen_weights(self.generator):
-            x_fake = self.generator(z)
-        images = {"labeled": x_lab, "unlabeled": x_unl, "fake": x_fake}
+        images = {"labeled": x_lab}
+        if self.d_loss.uses_unlabeled:
+            images["unlabeled"] = x_unl
+        if z is not None:
+            with torch.no_grad(), frozen_weights(self.generator):
+                images["fake"] = self.generator(z)
         if self.d_loss.needs_second_pass:
             images["unlabeled_again"] = x_unl
         with frozen_weights(self.discriminator):  # its weight norms computed together, for the pass
@@ -190,7 +201,9 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         if self.teacher is not None:
             with torch.no_grad(), frozen_weights(self.teacher):
                 heads["unlabeled_again"] = self.heads(self.teacher(x_unl).logits)
-        loss = self.d_loss(heads["labeled"], y_lab, heads["unlabeled"], heads["fake"], heads.get("unlabeled_again"))
+        loss = self.d_loss(
+            heads["labeled"], y_lab, heads.get("unlabeled"), heads.get("fake"), heads.get("unlabeled_again")
+        )
         return loss, heads
 
     def generator_losses(self, x_unl_g: Tensor) -> LossParts:
@@ -243,8 +256,15 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         apply_void(optimizer, void, params)
 
     def _schedulers(self) -> list[Any]:
+        """The schedulers of the networks that train (:attr:`networks`): a network that never steps
+        keeps its rate, as its optimizer's state."""
         schedulers = self.lr_schedulers()
-        return schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []
+        listed = schedulers if isinstance(schedulers, list) else [schedulers] if schedulers else []
+        training = [
+            opt.optimizer
+            for opt, _ in zip(cast(list[LightningOptimizer], self.optimizers()), self.networks, strict=False)
+        ]
+        return [scheduler for scheduler in listed if any(scheduler.optimizer is opt for opt in training)]
 
     def on_train_epoch_end(self) -> None:
         self.guard.check()

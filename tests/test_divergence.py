@@ -135,3 +135,23 @@ def test_nonfinite_weights_are_never_checkpointed():
     check_finite_weights({"w": torch.ones(2), "step": torch.tensor(3)}, step=1)
     with pytest.raises(DivergenceError, match="w holds NaN or infinite values at step 9"):
         check_finite_weights({"w": torch.tensor([1.0, float("inf")])}, step=9)
+
+
+@pytest.mark.parametrize("action", ["skip", "stop"])
+def test_a_guard_of_the_discriminator_alone_acts_on_its_step(action):
+    """Without d_loss_fake the generator does not train (the labels-only twin): D's step is the
+    batch's first and last, and a bad one is counted or stops the run as with both networks."""
+    one, nan = torch.tensor(1.0), torch.tensor(float("nan"))
+    guard = NonFiniteGuard(action, networks=("discriminator",))
+    voids = []
+    for i, loss in enumerate([one, nan, one]):
+        guard.start_batch(f"step {i}")
+        voids.append(guard.void("discriminator", loss, {"d_loss_class": loss}, []).item())
+    assert voids == ([0.0, 1.0, 0.0] if action == "skip" else [0.0, 1.0, 1.0])
+    if action == "skip":
+        with pytest.warns(UserWarning, match="skipped step 1: non-finite d_loss_class = nan"):
+            guard.check()
+        assert guard.skipped == 1
+    else:
+        with pytest.raises(DivergenceError, match=r"at step 1: d_loss_class = nan\. Training stopped"):
+            guard.check()

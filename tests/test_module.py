@@ -3,6 +3,7 @@ step counting, evaluation, and refusals."""
 
 import csv
 import inspect
+import warnings
 from functools import partial
 from pathlib import Path
 
@@ -36,6 +37,44 @@ def test_each_step_changes_only_its_own_network(tmp_path):
         # the frozen network got no gradients at all
         assert all(g is None for g in grads[other])
         assert all(g is not None for g in grads[name])
+
+
+@pytest.mark.parametrize(
+    "d_loss, d_sees",
+    [
+        (losses.DiscriminatorLoss(unlabeled_weight=0), ["labeled"]),  # the labels-only twin of lit-ssgan draws
+        (losses.DiscriminatorLoss(unlabeled_weight=0, unlabeled_entropy_weight=1.0), ["labeled", "unlabeled"]),
+    ],
+)
+def test_without_d_loss_fake_the_generator_does_not_train_and_d_sees_only_what_its_terms_need(tmp_path, d_loss, d_sees):
+    step_lr = partial(torch.optim.lr_scheduler.StepLR, step_size=1, gamma=0.5)
+    schedules = {
+        "d_lr_scheduler": step_lr,
+        "g_lr_scheduler": step_lr,
+        "training": Training(lr_scheduler_interval="step"),
+    }
+    model, recorder = make_model(d_loss=d_loss, **schedules), StepRecorder()
+    d_inputs: list[int] = []
+    model.discriminator.register_forward_pre_hook(
+        lambda _, args: d_inputs.append(len(args[0])) if model.training else None
+    )
+    logger = CSVLogger(tmp_path)
+    trainer = make_trainer(tmp_path, max_steps=4, logger=logger, log_every_n_steps=1, callbacks=[recorder])
+    with warnings.catch_warnings(record=True) as said:
+        warnings.simplefilter("always")
+        trainer.fit(model, DigitsDataModule(batch_size=50))
+    assert [name for name, *_ in recorder.steps] == ["discriminator"] * 4
+    first, last = recorder.steps[0][1]["generator"], recorder.steps[-1][2]["generator"]
+    assert all(torch.equal(a, b) for a, b in zip(first, last, strict=True))  # G as initialised
+    assert d_inputs == [50 * len(d_sees)] * 4  # one pass a step, of the images the terms need
+    d_opt, g_opt = trainer.optimizers
+    assert d_opt.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.5**4) and g_opt.param_groups[0]["lr"] == 3e-3
+    assert not [w for w in said if "lr_scheduler.step()" in str(w.message)]  # G's scheduler is not stepped
+    with open(Path(logger.log_dir) / "metrics.csv") as f:
+        logged = {name for row in csv.DictReader(f) for name, value in row.items() if value}
+    assert {"train/d_loss_class", "train/acc", "train/d_lr"} <= logged
+    assert not logged & {"train/g_loss", "train/g_lr", "train/d_loss_fake", "train/d_loss_real", "train/d_fake"}
+    assert ("train/d_real" in logged) == ("unlabeled" in d_sees)
 
 
 @pytest.mark.parametrize("algorithm, clip", [("value", 1e-4), ("norm", 1e-3)])

@@ -82,7 +82,8 @@ def draws(
         out: the folder of the study: each draw's run folder, the table, the plot
         draws: N (draws 1 to N: draw S runs with seed_everything and data_seed S), or a list of seeds
         labels_only: also run each draw's labels-only twin (unlabeled_weight 0, unlabeled_entropy_weight
-            0, no consistency), and give the ratio of the test errors
+            0, no consistency: D trains on the labeled batch alone, the generator not at all), and give
+            the ratio of the test errors
         parallel: draws at once (default: 1 on a CPU; on a GPU sized to its free memory and the cores)
         fit_options: more lit-ssgan fit options for every draw: --fit_options+=--trainer.max_epochs=3, once an
             option, or a list, '["--trainer.max_epochs=3", "--data.init_args.num_labeled=100"]'
