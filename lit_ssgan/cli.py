@@ -169,6 +169,7 @@ class SemiSupervisedCLI(LightningCLI):
 
     def before_fit(self) -> None:
         self._resolve_last_checkpoint()
+        self.datamodule.check_fit_set()
         if self.config_init[self.subcommand].get("test_after_fit"):  # not after the whole run
             self.datamodule.check_test_set("--test_after_fit")
         self._claim_run_folder()

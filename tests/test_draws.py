@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import cv2
+import numpy as np
 import pytest
 import yaml
 from lightning.pytorch import Callback
@@ -28,7 +29,7 @@ from lit_ssgan.cli import SUBCOMMANDS, Subcommand, main
 from lit_ssgan.draws import COLOURS, DrawsFailedError, draws, validation_curve
 from lit_ssgan.draws import runner as draws_runner
 from lit_ssgan.errors import ConfigError, MissingFileError
-from tests.helpers import CONFIGS, EVERY_2_STEPS, ROOT, SMALL_NETWORKS
+from tests.helpers import CONFIGS, EVERY_2_STEPS, ROOT, SMALL_NETWORKS, write_png
 
 CONFIG = CONFIGS / "digits.yaml"
 # 2 epochs of 4 batches of 20 with the small networks; a checkpoint every 2 batches, all kept
@@ -289,6 +290,15 @@ def test_what_is_refused_before_the_config_is_built(tmp_path, kwargs, error, mes
     with pytest.raises(error, match=message):
         draws(**given)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["FILE"]
+
+
+def test_data_options_fit_refuses_at_setup_are_refused_before_any_draw_starts(tmp_path):
+    for name in ("cat", "dog"):
+        write_png(tmp_path / "labeled" / name / "0.png", np.zeros((8, 8), np.uint8))
+    out, labeled = tmp_path / "out", f"--data.init_args.labeled_dir={tmp_path / 'labeled'}"
+    with pytest.raises(ConfigError, match="lit-ssgan fit refuses them: fit needs data.unlabeled_dir, or data.num_la"):
+        draws(CONFIGS / "image_folder_cpu.yaml", out, draws=1, fit_options=[labeled])
+    assert not out.exists()
 
 
 def test_a_study_of_other_fit_options_is_refused_in_the_same_out(study, tmp_path):

@@ -164,6 +164,17 @@ def test_a_labeled_pool_alone_with_num_labeled_trains_the_rest_unlabeled(folders
         make_dm(folders, unlabeled_dir=None).setup("fit")
 
 
+def test_fit_without_unlabeled_images_is_refused_before_any_image_is_read(folders, tmp_path, monkeypatch):
+    """Before fit (and a draws study) reads a folder of thousands of images, not after."""
+    monkeypatch.setattr(ImageFolderDataModule, "_read", lambda *_: pytest.fail("an image was read"))
+    with pytest.raises(ConfigError, match="fit needs data.unlabeled_dir, or data.num_labeled"):
+        make_dm(folders, unlabeled_dir=None).check_fit_set()
+    make_dm(folders, unlabeled_dir=None, num_labeled=30).check_fit_set()
+    with pytest.raises(ConfigError, match="fit needs data.unlabeled_dir, or data.num_labeled"):
+        cli(folder_args(folders, tmp_path / "run", "--data.unlabeled_dir", "null"))
+    assert not (tmp_path / "run").exists()  # refused before the run's folder was made
+
+
 def test_num_labeled_beyond_a_class_on_folders_is_refused_naming_the_class(folders, tmp_path):
     with pytest.raises(ValueError, match="needs 11 labeled examples of class '0'; there are 10"):
         make_dm(folders, num_labeled=[11] + [1] * 9).setup("fit")

@@ -168,6 +168,10 @@ class SemiSupervisedDataModule(LightningDataModule):
         """Unlabeled images beyond the pool's, ``(M, H, W, C)`` uint8, or None (the default)."""
         return None
 
+    def check_fit_set(self) -> None:
+        """Refuses, cheaply (reading no image), options that ``fit`` would fail on at setup; called
+        before a fit starts (and before a draws study's first draw). By default: nothing to check."""
+
     def check_test_set(self, needed_by: str) -> None:
         """Refuses, cheaply (reading no image), a test set that ``test`` would fail on; called at
         the start of a ``fit`` that ends with a test. By default: nothing to check."""

@@ -363,11 +363,21 @@ class ImageFolderDataModule(SemiSupervisedDataModule):
         return self._labeled("val_dir") if self.dirs["val_dir"] is not None else None
 
     def load_unlabeled(self) -> ImageRows | None:
-        if self.dirs["unlabeled_dir"] is None and self.hparams["num_labeled"] is not None:
+        folder = self._unlabeled_folder()
+        if folder is None:
             return None  # the labeled pool's images past num_labeled are the unlabeled set
-        otherwise = ", or data.num_labeled (the rest of data.labeled_dir then trains unlabeled)"
-        folder = self._folder("unlabeled_dir", "fit", otherwise)
         return self._read(list_images(folder, f"data.unlabeled_dir {shown(folder)}"), "unlabeled_dir")[0]
+
+    def _unlabeled_folder(self) -> Path | None:
+        """``unlabeled_dir``; None when ``num_labeled`` leaves the rest of the labeled pool unlabeled."""
+        if self.dirs["unlabeled_dir"] is None and self.hparams["num_labeled"] is not None:
+            return None
+        otherwise = ", or data.num_labeled (the rest of data.labeled_dir then trains unlabeled)"
+        return self._folder("unlabeled_dir", "fit", otherwise)
+
+    def check_fit_set(self) -> None:
+        self._folder("labeled_dir", "fit")
+        self._unlabeled_folder()
 
     def load_test_set(self) -> tuple[ImageRows, np.ndarray]:
         self._folder("test_dir", "test")

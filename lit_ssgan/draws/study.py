@@ -191,7 +191,7 @@ def _check_study(out: Path, study: dict[str, Any], fit_config: Path) -> None:
 
 
 #: run in a subprocess: builds the config once per list of fit options (argv[1], JSON) as
-#: ``lit-ssgan fit`` does, checks its test set, and writes the first refusal to argv[2] as JSON
+#: ``lit-ssgan fit`` does, checks its data options, and writes the first refusal to argv[2] as JSON
 _CHECK = r"""
 import json, sys
 from lit_ssgan.cli import cli, condensed
@@ -199,6 +199,7 @@ from lit_ssgan.errors import user_error
 for index, args in enumerate(json.loads(sys.argv[1])):
     try:
         built = cli(args, run=False, parser_kwargs={"exit_on_error": False})
+        built.datamodule.check_fit_set()
         built.datamodule.check_test_set("--test_after_fit")
     except (Exception, SystemExit) as err:
         message = condensed(str(user_error(err) or err)) if isinstance(err, Exception) else "asks for --help"
