@@ -225,8 +225,10 @@ def cli(args: list[str] | None = None, run: bool = True, **kwargs: Any) -> SemiS
 
     With ``run=False``, ``args`` name no subcommand and the CLI only builds ``model``,
     ``datamodule`` and ``trainer`` from them (the benchmarks drive the Trainer themselves).
-    ``kwargs`` go to :class:`SemiSupervisedCLI` (LightningCLI's arguments).
+    ``kwargs`` go to :class:`SemiSupervisedCLI` (LightningCLI's arguments). An option is spelt in
+    full: argparse's abbreviations would take ``--trainer.max_epoch`` for ``--trainer.max_epochs``.
     """
+    kwargs["parser_kwargs"] = {"allow_abbrev": False, **kwargs.get("parser_kwargs", {})}
     return SemiSupervisedCLI(
         SemiSupervisedGAN,
         SemiSupervisedDataModule,
@@ -297,12 +299,12 @@ def command_parser() -> ArgumentParser:
     """``lit-ssgan``'s parser: it picks the subcommand (``lit-ssgan --help`` lists them all, a line
     each), and parses the options of one of :data:`SUBCOMMANDS`; a Trainer's subcommand is left
     to :class:`SemiSupervisedCLI`. A bad command line raises ``argparse.ArgumentError``."""
-    parser = ArgumentParser(prog="lit-ssgan", description=DESCRIPTION, exit_on_error=False)
+    parser = ArgumentParser(prog="lit-ssgan", description=DESCRIPTION, exit_on_error=False, allow_abbrev=False)
     subcommands = parser.add_subcommands(dest="subcommand")
     for name in SemiSupervisedCLI.subcommands():
         subcommands.add_subcommand(name, _LightningCLIOptions(add_help=False), help=TRAINER_SUBCOMMANDS[name])
     for name, command in SUBCOMMANDS.items():
-        options = ArgumentParser(description=command.help)
+        options = ArgumentParser(description=command.help, allow_abbrev=False)  # an option spelt in full
         options.add_argument("-c", "--config", action=ActionConfigFile, help="a YAML file of these options")
         options.add_function_arguments(command.function)
         subcommands.add_subcommand(name, options, help=command.help)

@@ -29,7 +29,7 @@ def write_sample_grid(ckpt_path: str | Path, out: str | Path, num_images: int = 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="lit-ssgan-samples", description=__doc__)
+    parser = argparse.ArgumentParser(prog="lit-ssgan-samples", description=__doc__, allow_abbrev=False)
     parser.add_argument("--ckpt_path", required=True, help="a checkpoint written by lit-ssgan")
     parser.add_argument("--out", default="samples.png", help="the PNG to write (default: samples.png)")
     parser.add_argument("--num_images", type=int, default=64)

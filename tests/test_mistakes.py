@@ -441,3 +441,20 @@ def test_ctrl_c_before_training_says_so_exits_130_and_leaves_no_run_folder(tmp_p
         "it again"
     ], out.stderr[-3000:]  # and not Lightning's "Detected KeyboardInterrupt, attempting graceful shutdown"
     assert "Traceback" not in out.stderr and not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["fit", "--config", str(CONFIGS / "digits.yaml"), "--trainer.max_epoc", "3"],  # --trainer.max_epochs
+        ["draws", "--fit_conf", str(CONFIGS / "digits.yaml"), "--out", "study"],  # --fit_config
+        ["export", "--ckpt_pat", "x.ckpt"],  # --ckpt_path
+    ],
+)
+def test_an_option_spelt_short_is_refused_not_taken_for_the_one_it_begins(tmp_path, monkeypatch, capsys, args):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stopped:
+        main(args)
+    said = f"{stopped.value.code}\n{capsys.readouterr().err}"
+    assert stopped.value.code != 0 and f"unrecognized arguments: {args[-4 if args[0] == 'draws' else -2]}" in said
+    assert list(tmp_path.iterdir()) == []  # nothing ran
