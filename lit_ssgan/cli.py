@@ -317,8 +317,9 @@ def main(args: list[str] | None = None) -> None:
     An error the user caused (a :class:`~lit_ssgan.errors.UserError`: a bad option value, a
     missing or damaged file, a checkpoint that does not fit, a diverged run) is printed as one
     short message and the command exits with status 1; a command line that does not parse, with
-    status 2; options before the subcommand, with where they go. A Ctrl-C ends it with status 130
-    (during ``fit``'s training, after a checkpoint: :class:`~lit_ssgan.callbacks.Preemption`). Set
+    status 2; options before the subcommand, with where they go. A Ctrl-C during ``fit``'s training
+    ends it with status 130 after a checkpoint (:class:`~lit_ssgan.callbacks.Preemption`); anywhere
+    else it is raised, and the console command (:mod:`lit_ssgan.__main__`) says so in a line. Set
     ``LIT_SSGAN_TRACEBACK=1`` to see the traceback as well. Anything else is a bug, and shows its
     traceback.
     """
@@ -385,9 +386,8 @@ def _run_trainer_subcommand(args: list[str] | None) -> None:
             if stop.code == 1 and isinstance(stop.__context__, KeyboardInterrupt):
                 sys.exit(INTERRUPTED_EXIT_STATUS)
             raise
-        except KeyboardInterrupt:  # before the Trainer runs: nothing was written
-            print("lit-ssgan: stopped by Ctrl-C", file=sys.stderr, flush=True)
-            sys.exit(INTERRUPTED_EXIT_STATUS)
+        # a Ctrl-C before the Trainer runs (nothing was written) ends the command in
+        # lit_ssgan.__main__, as one during the imports does
 
 
 #: the command's --help, above its subcommands

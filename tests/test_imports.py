@@ -7,6 +7,8 @@ imports the package itself (``lit_ssgan/__init__.py``)."""
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from fnmatch import fnmatch
 from pathlib import Path
 
@@ -217,4 +219,22 @@ def test_the_checks_report_each_circle_and_each_arrow_up_or_to_the_package(tmp_p
     assert upward_arrows(graph, floor) == [
         "c.py (floor 0) -> __init__.py (floor 2)",
         "c.py (floor 0) -> high.py (floor 1)",
+    ]
+
+
+def test_importing_the_package_imports_none_of_its_parts_until_a_name_is_used():
+    """``import lit_ssgan`` (which ``python -m lit_ssgan`` and the console commands do first) takes
+    no torch and no Lightning, so that a Ctrl-C in their imports reaches lit_ssgan.__main__; its
+    names load on first use."""
+    script = (
+        "import sys, lit_ssgan\n"
+        "print(sorted(m for m in ('torch', 'lightning', 'albumentations') if m in sys.modules))\n"
+        "print(lit_ssgan.SemiSupervisedGAN.__module__, lit_ssgan.ImageFolderDataModule.__module__)\n"
+        "print(set(lit_ssgan.__all__) <= set(dir(lit_ssgan)), hasattr(lit_ssgan, 'no_such_name'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == [
+        "[]",
+        "lit_ssgan.module lit_ssgan.data.image_folder",
+        "True False",
     ]

@@ -342,6 +342,31 @@ def _python_sigint() -> None:
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
+#: the console command with a Ctrl-C where its import of torch begins (a finder that raises it)
+CTRL_C_IN_THE_IMPORTS = """
+import sys
+from importlib.abc import MetaPathFinder
+class CtrlC(MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch":
+            raise KeyboardInterrupt
+sys.meta_path.insert(0, CtrlC())
+import lit_ssgan.__main__ as console
+getattr(console, sys.argv[1])()
+"""
+
+
+@pytest.mark.parametrize(("entry", "prog"), [("main", "lit-ssgan"), ("samples", "lit-ssgan-samples")])
+def test_ctrl_c_while_the_command_imports_torch_is_one_line_and_status_130(entry, prog):
+    """The seconds of importing torch and Lightning come before any of the command's own handling:
+    a Ctrl-C typed in them was a traceback of the import machinery."""
+    command = [sys.executable, "-c", CTRL_C_IN_THE_IMPORTS, entry, "fit", "--help"]
+    out = subprocess.run(
+        command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "LIT_SSGAN_TRACEBACK": ""}
+    )
+    assert (out.returncode, out.stderr) == (130, f"{prog}: stopped by Ctrl-C\n")
+
+
 def test_ctrl_c_during_fit_stops_like_sigterm_with_a_checkpoint_and_exit_status_130(tmp_path):
     args = digits_args(tmp_path, "--trainer.max_epochs", "50", "--data.init_args.batches_per_epoch", "10")
     returncode, stderr = signalled_after_first_epoch(args, signal.SIGINT, preexec_fn=_python_sigint)
