@@ -25,7 +25,7 @@ import pytest
 import yaml
 from lightning.pytorch import Callback
 
-from lit_ssgan.cli import SUBCOMMANDS, Subcommand, main
+from lit_ssgan.cli import main
 from lit_ssgan.draws import COLOURS, DrawsFailedError, draws, validation_curve
 from lit_ssgan.draws import runner as draws_runner
 from lit_ssgan.errors import ConfigError, MissingFileError
@@ -43,13 +43,6 @@ OPTIONS = [
     "--trainer.callbacks+=tests.test_draws.SecondApart",  # after the checkpoint's options, which go to the last
 ]
 KINDS = {False: "digits", True: "digits-labels-only"}
-
-#: the entry cli.py's SUBCOMMANDS has for the command (added here where it has not yet)
-ENTRY = Subcommand(
-    draws,
-    "a fit config over several label draws: a table of their scores, mean ± std (resumable)",
-    lambda table: f"table written to {table}",
-)
 
 
 class SecondApart(Callback):
@@ -84,11 +77,11 @@ def epoch_lines(log: Path) -> list[dict[str, float]]:
     ]
 
 
-def run(out: Path, **kwargs) -> tuple[Path, str]:
+def run(out: Path, fit_config: Path = CONFIG, **kwargs) -> tuple[Path, str]:
     """``draws`` of the two draws with their twins into ``out``; its table and what it printed."""
     printed = io.StringIO()
     with contextlib.redirect_stdout(printed):
-        table = draws(CONFIG, out, draws=2, labels_only=True, fit_options=OPTIONS, **kwargs)
+        table = draws(fit_config, out, draws=2, labels_only=True, fit_options=OPTIONS, **kwargs)
     return table, printed.getvalue()
 
 
@@ -310,9 +303,29 @@ def test_a_study_of_other_fit_options_is_refused_in_the_same_out(study, tmp_path
     assert files_of(out) == before
 
 
-def test_the_command_refuses_a_fit_option_in_one_line_before_any_draw_starts(monkeypatch, tmp_path, capsys):
-    if "draws" not in SUBCOMMANDS:  # until cli.py lists it
-        monkeypatch.setitem(SUBCOMMANDS, "draws", ENTRY)
+def test_the_config_with_other_comments_is_the_same_study_and_with_another_value_another(study, tmp_path):
+    """The study's identity is the config as parsed: notes added to it orphan no finished draw."""
+    out = tmp_path / "out"
+    shutil.copytree(study[0], out)
+    runs = {str(twin): files_of(run_folder(out, 1, twin)) for twin in (False, True)}
+    noted = tmp_path / "noted" / CONFIG.name
+    noted.parent.mkdir()
+    noted.write_text("# my notes: draws 1-2\n\n" + CONFIG.read_text().replace("\n", "  \n", 3) + "# the end\n")
+    _, printed = run(out, fit_config=noted)
+    assert printed.count("finished before, not rerun") == 4 and ": started" not in printed
+    assert {str(twin): files_of(run_folder(out, 1, twin)) for twin in (False, True)} == runs
+    assert (out / "draws.csv").read_text() == (study[0] / "draws.csv").read_text()
+
+    changed = tmp_path / "changed" / CONFIG.name
+    changed.parent.mkdir()
+    changed.write_text(CONFIG.read_text().replace("input_noise: 0.2", "input_noise: 0.25", 1))
+    before = files_of(out)
+    with pytest.raises(ConfigError, match=rf"another study .*--fit_config {changed} as it is now would mix"):
+        run(out, fit_config=changed)
+    assert files_of(out) == before
+
+
+def test_the_command_refuses_a_fit_option_in_one_line_before_any_draw_starts(tmp_path, capsys):
     out = tmp_path / "out"
     args = ["draws", "--fit_config", str(CONFIG), "--out", str(out), "--labels_only", "true"]
     with pytest.raises(SystemExit) as refused:
@@ -323,9 +336,7 @@ def test_the_command_refuses_a_fit_option_in_one_line_before_any_draw_starts(mon
     assert "\n" not in message and not out.exists() and capsys.readouterr().out == ""
 
 
-def test_the_command_reads_a_finished_study_and_prints_its_table(study, monkeypatch, tmp_path, capsys):
-    if "draws" not in SUBCOMMANDS:
-        monkeypatch.setitem(SUBCOMMANDS, "draws", ENTRY)
+def test_the_command_reads_a_finished_study_and_prints_its_table(study, tmp_path, capsys):
     out = tmp_path / "out"
     shutil.copytree(study[0], out)
     args = ["draws", "--fit_config", str(CONFIG), "--out", str(out), "--draws", "[2]", "--labels_only", "false"]

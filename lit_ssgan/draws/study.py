@@ -4,6 +4,7 @@ reported."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shlex
 import signal
@@ -14,8 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from lit_ssgan.draws.runner import Runner, environment, fit_args
-from lit_ssgan.draws.runs import LABELS_ONLY, Draw, sha256
+from lit_ssgan.draws.runs import LABELS_ONLY, Draw
 from lit_ssgan.draws.table import read_result, summary_line, write_outputs
 from lit_ssgan.errors import ConfigError, MissingFileError, UserError
 from lit_ssgan.files import write_json
@@ -30,7 +33,7 @@ SET_BY_DRAWS = {
     "--ckpt_path": "last, for a draw that stopped",
     "--test_after_fit": "true: the table needs each draw's test scores",
 }
-#: what a study in ``out`` is: the config's digest and the fit options
+#: what a study in ``out`` is: the config's digest (:func:`config_digest`) and the fit options
 STUDY_NAME = "study.json"
 
 
@@ -108,7 +111,7 @@ def draws(
         raise MissingFileError(f"--fit_config {fit_config}: no such file")
     _check_options(options)
     check_output_folder(out, "--out")
-    study = {"fit_config_sha256": sha256(fit_config), "fit_options": options}
+    study = {"fit_config_digest": config_digest(fit_config), "fit_options": options}
     _check_study(out, study, fit_config)
     _check_config(fit_config, options, labels_only, seeds[0])
     write_json(out / STUDY_NAME, {"fit_config": str(fit_config.resolve()), **study})
@@ -142,6 +145,18 @@ def draws(
             f"the table {table} holds the others; the same command runs the failed ones again"
         )
     return table
+
+
+def config_digest(path: Path) -> str:
+    """The sha256 of a YAML config as parsed (JSON with sorted keys): the same for an edit of its
+    comments, blank lines, quoting or key order, which changes no run; of its bytes where it is not
+    YAML (``lit-ssgan fit`` refuses it before any draw)."""
+    text = path.read_bytes()
+    try:
+        content = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return hashlib.sha256(text).hexdigest()
+    return hashlib.sha256(json.dumps(content, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def _seeds(draws: int | Sequence[int]) -> list[int]:
@@ -184,7 +199,7 @@ def _check_study(out: Path, study: dict[str, Any], fit_config: Path) -> None:
         was = recorded.get("fit_config", "?"), shlex.join(recorded.get("fit_options") or [])
         raise ConfigError(
             f"--out {out} holds draws of another study (--fit_config {was[0]} --fit_options [{was[1]}]); "
-            f"--fit_config {fit_config} {'as it is now ' if 'fit_config_sha256' in differs else ''}"
+            f"--fit_config {fit_config} {'as it is now ' if 'fit_config_digest' in differs else ''}"
             f"{'and these fit options ' if 'fit_options' in differs else ''}would mix other runs into its table: "
             "give another --out, or that study's config and fit options to go on with it"
         )
