@@ -226,7 +226,9 @@ def test_memory_does_not_grow_with_the_number_of_images_in_fit_or_predict(tmp_pa
     """The peak of fit's setup and first batches, then a predict pass, over 200 and over 4 800
     images of 64x64 RGB: 4 600 more images are 57 MB of uint8 pixels (226 MB as float), none of
     which may stay in the process's own memory. (Measured: the code before the cache grew 295 MB
-    from 200 to 2 400 images; this grows 0-12 MB from 200 to 4 800, the noise of the decode threads.)"""
+    from 200 to 2 400 images; this grows 0-12 MB from 200 to 4 800, the noise of the decode threads,
+    6 MB in 8 runs of 2026-12-05 and once 26 MB while two trainings shared the 2 cores: the bound is
+    35 MB, well under the 57 MB of the pixels.)"""
     growth = {}
     for n in (200, 4800):
         root = tmp_path / str(n)
@@ -241,7 +243,7 @@ def test_memory_does_not_grow_with_the_number_of_images_in_fit_or_predict(tmp_pa
         )
         assert run.returncode == 0, run.stderr[-2000:]
         growth[n] = int(run.stdout.split()[-1])
-    assert growth[4800] - growth[200] < 25e6, growth  # the pixels of the 4 600 images: 57 MB
+    assert growth[4800] - growth[200] < 35e6, growth  # the pixels of the 4 600 images: 57 MB
 
 
 def test_predict_reads_images_a_batch_at_a_time_in_file_name_order(small, tmp_path, monkeypatch):
