@@ -16,6 +16,7 @@ from lit_ssgan import gradients, lr_schedulers, random_state, resuming
 from lit_ssgan.checkpoint import check_checkpoint_fits, load_matching_weights
 from lit_ssgan.compiling import uses_cuda_graphs
 from lit_ssgan.data.datasets import Batch
+from lit_ssgan.data.loaders import TRAINING_STREAMS
 from lit_ssgan.divergence import NonFiniteGuard, apply_void, check_finite_weights
 from lit_ssgan.evaluation import DiscriminatorEvaluation
 from lit_ssgan.gradients import GradientPolicy
@@ -29,7 +30,8 @@ from lit_ssgan.parts import built, keep_plain
 from lit_ssgan.protocols import GANModule, Network
 from lit_ssgan.training import Training, upgraded_checkpoint
 
-#: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G)
+#: the data module's training batch: ``labeled``, ``unlabeled`` (for D) and ``unlabeled_g`` (for G), of
+#: those the module reads (:attr:`SemiSupervisedGAN.training_streams`)
 TrainingBatch = dict[str, Batch]
 
 
@@ -101,6 +103,14 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         self.networks: tuple[Network, ...] = (
             ("discriminator", "generator") if self.d_loss.uses_generated else ("discriminator",)
         )
+        # the streams of the training batch the step reads; the data module loads only these (the twin: labeled)
+        d_loss = self.d_loss  # the fakes are as many as the unlabeled images
+        reads_unlabeled = d_loss.uses_unlabeled or d_loss.uses_generated or d_loss.consistency is not None
+        self.training_streams: tuple[str, ...] = tuple(
+            name
+            for name, read in zip(TRAINING_STREAMS, (True, reads_unlabeled, "generator" in self.networks), strict=True)
+            if read
+        )
         self.guard = NonFiniteGuard(self.training_options.on_nonfinite, self.networks)
         self._stepping = LossParts(torch.zeros(()), {})  # the loss of the optimizer step under way, for the guard
         self.noise_rng: torch.Generator | None = None  # latent codes; created on the device when fit starts
@@ -146,14 +156,14 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         D's loss has no term on generated images: see :attr:`networks`); no read from the device unless it
         logs (:class:`~lit_ssgan.divergence.NonFiniteGuard` decides there). Returns the discriminator's
         loss (tefla's t-loss; not finite for a batch the guard dropped)."""
-        (x_lab, y_lab), (x_unl, _), (x_unl_g, _) = batch["labeled"], batch["unlabeled"], batch["unlabeled_g"]
+        (x_lab, y_lab), x_unl = batch["labeled"], batch["unlabeled"][0] if "unlabeled" in batch else None
         d_opt, g_opt = cast(list[LightningOptimizer], self.optimizers())
         if uses_cuda_graphs(self.compile_options):
             torch.compiler.cudagraph_mark_step_begin()  # this batch's graphs may overwrite the last batch's outputs
         self.guard.start_batch(f"step {self.global_step} (epoch {self.current_epoch}, batch {batch_idx})")
         log_now = self._logging_now()  # before the steps advance global_step
         if self.data_init_pending:
-            init_weight_norm_from_data(self.discriminator, torch.cat([x_lab, x_unl]))
+            init_weight_norm_from_data(self.discriminator, x_lab if x_unl is None else torch.cat([x_lab, x_unl]))
             self.data_init_pending = False
         with self._training(d_opt):
             d_loss, heads = self.discriminator_losses(x_lab, y_lab, x_unl)
@@ -161,7 +171,7 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         g_loss = None
         if "generator" in self.networks:
             with self._training(g_opt):
-                g_loss = self.generator_losses(x_unl_g)
+                g_loss = self.generator_losses(batch["unlabeled_g"][0])
                 self._optimize(g_opt, g_loss, counted=False)
         if self.training_options.lr_scheduler_interval == "step":
             lr_schedulers.step(self._schedulers())
@@ -172,33 +182,37 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
             self.log_dict(logs, sync_dist=self.trainer.world_size > 1)
         return d_loss.total.detach()
 
-    def discriminator_losses(self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor) -> tuple[LossParts, dict[str, Heads]]:
+    def discriminator_losses(
+        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor | None
+    ) -> tuple[LossParts, dict[str, Heads]]:
         """D's loss from one forward over the labeled, unlabeled and generated (detached) images, and the
         unlabeled again for the consistency term (through D under other noise, or the teacher, first
         brought up to D's weights); and the heads of ``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``.
-        Only the images a term of ``d_loss`` needs pass (the labels-only twin: ``labeled`` alone)."""
-        z = self.generator.sample_latent(len(x_unl), self.noise_rng) if self.d_loss.uses_generated else None
+        Only the images a term of ``d_loss`` needs pass (the labels-only twin: ``labeled`` alone; ``x_unl``
+        is None where no term reads it: :attr:`training_streams`)."""
+        count = len(x_unl if x_unl is not None else x_lab)  # as many fakes as unlabeled images
+        z = self.generator.sample_latent(count, self.noise_rng) if self.d_loss.uses_generated else None
         if self.teacher is not None:
             self.teacher.update_parameters(self.discriminator)
         compute = self._discriminator_losses if self._compiled is None else self._compiled["discriminator"]
         return cast(tuple[LossParts, dict[str, Heads]], compute(x_lab, y_lab, x_unl, z))
 
     def _discriminator_losses(
-        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor, z: Tensor | None
+        self, x_lab: Tensor, y_lab: Tensor, x_unl: Tensor | None, z: Tensor | None
     ) -> tuple[LossParts, dict[str, Heads]]:
         images = {"labeled": x_lab}
-        if self.d_loss.uses_unlabeled:
+        if self.d_loss.uses_unlabeled and x_unl is not None:
             images["unlabeled"] = x_unl
         if z is not None:
             with torch.no_grad(), frozen_weights(self.generator):
                 images["fake"] = self.generator(z)
-        if self.d_loss.needs_second_pass:
+        if self.d_loss.needs_second_pass and x_unl is not None:
             images["unlabeled_again"] = x_unl
         with frozen_weights(self.discriminator):  # its weight norms computed together, for the pass
             logits = self.discriminator(torch.cat(list(images.values()))).logits
         parts = logits.split([len(x) for x in images.values()])
         heads = {name: self.heads(part) for name, part in zip(images, parts, strict=True)}
-        if self.teacher is not None:
+        if self.teacher is not None and x_unl is not None:
             with torch.no_grad(), frozen_weights(self.teacher):
                 heads["unlabeled_again"] = self.heads(self.teacher(x_unl).logits)
         loss = self.d_loss(

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger
 from torch import Tensor
 
@@ -25,9 +25,20 @@ from lit_ssgan.training import Training
 from tests.helpers import StepRecorder, make_model, make_trainer
 
 
+class BatchStreams(Callback):
+    """The streams of each training batch the step receives."""
+
+    def __init__(self) -> None:
+        self.streams: list[list[str]] = []
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        self.streams.append(sorted(batch))
+
+
 def test_each_step_changes_only_its_own_network(tmp_path):
-    recorder = StepRecorder()
-    make_trainer(tmp_path, max_steps=2, callbacks=[recorder]).fit(make_model(), DigitsDataModule())
+    recorder, streams = StepRecorder(), BatchStreams()
+    make_trainer(tmp_path, max_steps=2, callbacks=[recorder, streams]).fit(make_model(), DigitsDataModule())
+    assert streams.streams == [["labeled", "unlabeled", "unlabeled_g"]] * 2  # G's batch apart from D's
     names = [name for name, *_ in recorder.steps]
     assert names == ["discriminator", "generator"] * 2  # one D step then one G step per batch
     for name, before, after, grads in recorder.steps:
@@ -53,13 +64,13 @@ def test_without_d_loss_fake_the_generator_does_not_train_and_d_sees_only_what_i
         "g_lr_scheduler": step_lr,
         "training": Training(lr_scheduler_interval="step"),
     }
-    model, recorder = make_model(d_loss=d_loss, **schedules), StepRecorder()
+    model, recorder, streams = make_model(d_loss=d_loss, **schedules), StepRecorder(), BatchStreams()
     d_inputs: list[int] = []
     model.discriminator.register_forward_pre_hook(
         lambda _, args: d_inputs.append(len(args[0])) if model.training else None
     )
     logger = CSVLogger(tmp_path)
-    trainer = make_trainer(tmp_path, max_steps=4, logger=logger, log_every_n_steps=1, callbacks=[recorder])
+    trainer = make_trainer(tmp_path, max_steps=4, logger=logger, log_every_n_steps=1, callbacks=[recorder, streams])
     with warnings.catch_warnings(record=True) as said:
         warnings.simplefilter("always")
         trainer.fit(model, DigitsDataModule(batch_size=50))
@@ -67,6 +78,7 @@ def test_without_d_loss_fake_the_generator_does_not_train_and_d_sees_only_what_i
     first, last = recorder.steps[0][1]["generator"], recorder.steps[-1][2]["generator"]
     assert all(torch.equal(a, b) for a, b in zip(first, last, strict=True))  # G as initialised
     assert d_inputs == [50 * len(d_sees)] * 4  # one pass a step, of the images the terms need
+    assert streams.streams == [d_sees] * 4  # and no batch loaded for nothing
     d_opt, g_opt = trainer.optimizers
     assert d_opt.param_groups[0]["lr"] == pytest.approx(3e-3 * 0.5**4) and g_opt.param_groups[0]["lr"] == 3e-3
     assert not [w for w in said if "lr_scheduler.step()" in str(w.message)]  # G's scheduler is not stepped

@@ -76,7 +76,9 @@ class EpochLine(Callback):
     def on_train_batch_end(
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        self._train_images += len(batch["unlabeled"][0])
+        # the labels-only twin's batch has no unlabeled stream: its labeled one
+        images = (batch["unlabeled"] if "unlabeled" in batch else batch["labeled"])[0]
+        self._train_images += len(images)
         if isinstance(outputs, dict) and "loss" in outputs:  # no host sync: summed on the device
             # by hand: torchmetrics' MeanMetric drops the weights (the finite flags) under nan_strategy
             # "disable", and its other strategies index by a mask (a host read)

@@ -64,7 +64,8 @@ class Summaries(SampleGrid):
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if self._summary_epoch(trainer):
-            self._unlabeled = batch["unlabeled"][0]
+            # the labels-only twin's batch has no unlabeled stream: its labeled one
+            self._unlabeled = (batch["unlabeled"] if "unlabeled" in batch else batch["labeled"])[0]
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # the sample grid

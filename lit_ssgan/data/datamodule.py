@@ -12,7 +12,7 @@ from lightning.pytorch import LightningDataModule
 from torch.utils.data import DataLoader, Dataset
 
 from lit_ssgan.data.datasets import ImageDataset, ImageRows, Images, as_rows
-from lit_ssgan.data.loaders import check_num_workers, make_loader, training_loaders
+from lit_ssgan.data.loaders import TRAINING_STREAMS, check_num_workers, make_loader, training_loaders
 from lit_ssgan.data.record import Record, make_record, read_record
 from lit_ssgan.data.run_record import check_same_run, run_state
 from lit_ssgan.data.split import (
@@ -39,7 +39,9 @@ class SemiSupervisedDataModule(LightningDataModule):
     labels hidden. ``train_dataloader`` gives a dict of three loaders of ``batch_size``:
     ``labeled`` (the labeled set cycled, each pass reshuffled; or, with ``balance_ratio``, drawn
     with replacement by annealed class weights), ``unlabeled`` (for the discriminator) and
-    ``unlabeled_g`` (an independent order, for the generator's feature matching). One epoch is
+    ``unlabeled_g`` (an independent order, for the generator's feature matching); of those the
+    trainer's module reads, where it says (its ``training_streams``: the labels-only twin reads
+    ``labeled`` alone), so that no batch is loaded for nothing. One epoch is
     one pass over the unlabeled set, unless ``batches_per_epoch``. Under DDP each process
     draws its own share of every epoch (together one pass) and its own labeled batches.
 
@@ -275,8 +277,17 @@ class SemiSupervisedDataModule(LightningDataModule):
         rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         epoch = {"batches_per_epoch": hp["batches_per_epoch"], "rank": rank, "world_size": world_size}
         options = self._loader_options()
+        module = getattr(trainer, "lightning_module", None)  # None: no trainer, or none attached yet
+        streams = getattr(module, "training_streams", TRAINING_STREAMS)
         return training_loaders(
-            self.labeled, self.unlabeled, weights, hp["batch_size"], self.shuffle_seed, **epoch, **options
+            self.labeled,
+            self.unlabeled,
+            weights,
+            hp["batch_size"],
+            self.shuffle_seed,
+            **epoch,
+            streams=streams,
+            **options,
         )
 
     def _eval_loader(self, dataset: Dataset) -> DataLoader:

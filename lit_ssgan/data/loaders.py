@@ -1,11 +1,11 @@
 """The data module's loaders: one factory (:func:`make_loader`), its workers sized to the machine
-(:func:`auto_workers`); the three training streams (:func:`training_loaders`), each a DataLoader
+(:func:`auto_workers`); the training streams (:func:`training_loaders`), each a DataLoader
 that resumes mid-epoch through Lightning's stateful-loader protocol (:class:`ResumableDataLoader`)."""
 
 from __future__ import annotations
 
 import signal
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -146,6 +146,10 @@ def make_loader(
     )
 
 
+#: the training batch's streams, in the order that seeds them (stream ``i`` from ``seed + i``)
+TRAINING_STREAMS = ("labeled", "unlabeled", "unlabeled_g")
+
+
 def training_loaders(
     labeled: ImageDataset,
     unlabeled: ImageDataset,
@@ -155,9 +159,10 @@ def training_loaders(
     batches_per_epoch: int | None = None,
     rank: int = 0,
     world_size: int = 1,
+    streams: Sequence[str] = TRAINING_STREAMS,
     **options: Any,
 ) -> dict[str, DataLoader]:
-    """The three training streams, each a :class:`ResumableDataLoader` of ``batch_size`` batches over
+    """The training streams, each a :class:`ResumableDataLoader` of ``batch_size`` batches over
     an :class:`EpochSampler` of its own: ``labeled`` (``labeled`` cycled, each pass reshuffled; or
     drawn by ``labeled_weights``), ``unlabeled`` and ``unlabeled_g`` (``unlabeled``, each in an order
     of its own). Each epoch gives each of the ``world_size`` processes its share.
@@ -174,11 +179,13 @@ def training_loaders(
             shared among the processes.
         rank: this process's index among ``world_size``.
         world_size: the processes that share each epoch.
+        streams: which of :data:`TRAINING_STREAMS` to load (each in the order it has among all three:
+            the labeled order is the same without the others).
         **options: :func:`make_loader`'s ``num_workers``, ``device`` and ``processes_per_node``; the
             streams share the workers.
 
     Returns:
-        ``{"labeled": loader, "unlabeled": loader, "unlabeled_g": loader}``.
+        ``{"labeled": loader, "unlabeled": loader, "unlabeled_g": loader}``, of ``streams`` only.
 
     Raises:
         ConfigError: if ``unlabeled`` is too small for one batch in each process.
@@ -186,7 +193,10 @@ def training_loaders(
     num_batches = batches_per_epoch or len(unlabeled) // (batch_size * world_size)
     if num_batches < 1:
         raise ConfigError(f"the unlabeled set ({len(unlabeled)} images) is too small for {world_size} processes")
-    streams = {"labeled": (labeled, labeled_weights), "unlabeled": (unlabeled, None), "unlabeled_g": (unlabeled, None)}
+    unknown = sorted(set(streams) - set(TRAINING_STREAMS))
+    if unknown:
+        raise ValueError(f"no training stream {', '.join(unknown)} (the streams: {', '.join(TRAINING_STREAMS)})")
+    sources = {"labeled": (labeled, labeled_weights), "unlabeled": (unlabeled, None), "unlabeled_g": (unlabeled, None)}
     return {
         name: make_loader(
             dataset,
@@ -196,5 +206,6 @@ def training_loaders(
             streams=len(streams),
             **options,
         )
-        for i, (name, (dataset, weights)) in enumerate(streams.items())
+        for i, (name, (dataset, weights)) in enumerate(sources.items())
+        if name in streams
     }
