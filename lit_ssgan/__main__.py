@@ -8,12 +8,11 @@ and exit status 130 (128 + SIGINT), not a traceback (``LIT_SSGAN_TRACEBACK=1`` s
 from __future__ import annotations
 
 import os
-import signal
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from lit_ssgan.errors import TRACEBACK_VARIABLE
+from lit_ssgan.errors import INTERRUPTED_EXIT_STATUS, TRACEBACK_VARIABLE
 
 
 def main() -> None:
@@ -40,7 +39,7 @@ def _ctrl_c_ends(prog: str) -> Iterator[None]:
         if os.environ.get(TRACEBACK_VARIABLE):
             raise
         print(f"{prog}: stopped by Ctrl-C", file=sys.stderr, flush=True)
-        sys.exit(128 + signal.SIGINT)
+        sys.exit(INTERRUPTED_EXIT_STATUS)
 
 
 if __name__ == "__main__":

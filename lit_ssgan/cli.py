@@ -25,13 +25,19 @@ from lightning.pytorch.utilities import rank_zero_warn
 
 from lit_ssgan import warning_filters
 from lit_ssgan.callbacks import EpochLine, LabeledExamples, Preemption, TimeLeft
-from lit_ssgan.callbacks.preemption import INTERRUPTED_EXIT_STATUS
 from lit_ssgan.callbacks.reports import PredictionsCSV, TestReport
 from lit_ssgan.callbacks.run_folder import RunFolderCleanup, claim_run_folder
 from lit_ssgan.checkpoint import SafeCheckpointIO, find_last_checkpoint, load_checkpoint_file
 from lit_ssgan.data import SemiSupervisedDataModule
 from lit_ssgan.draws import draws
-from lit_ssgan.errors import TRACEBACK_VARIABLE, ConfigError, MissingFileError, exit_on_user_error, user_error
+from lit_ssgan.errors import (
+    INTERRUPTED_EXIT_STATUS,
+    TRACEBACK_VARIABLE,
+    ConfigError,
+    MissingFileError,
+    exit_on_user_error,
+    user_error,
+)
 from lit_ssgan.export import export
 from lit_ssgan.files import writing
 from lit_ssgan.module import SemiSupervisedGAN
@@ -386,8 +392,6 @@ def _run_trainer_subcommand(args: list[str] | None) -> None:
             if stop.code == 1 and isinstance(stop.__context__, KeyboardInterrupt):
                 sys.exit(INTERRUPTED_EXIT_STATUS)
             raise
-        # a Ctrl-C before the Trainer runs (nothing was written) ends the command in
-        # lit_ssgan.__main__, as one during the imports does
 
 
 #: the command's --help, above its subcommands

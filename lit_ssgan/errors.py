@@ -25,6 +25,7 @@ from __future__ import annotations
 import atexit
 import errno
 import os
+import signal
 import sys
 import threading
 from collections.abc import Iterable, Iterator
@@ -33,6 +34,9 @@ from typing import Any, TypeVar
 
 #: set to anything to see the traceback behind a user's error (for a bug report)
 TRACEBACK_VARIABLE = "LIT_SSGAN_TRACEBACK"
+#: the exit status of a command stopped by Ctrl-C: 128 + SIGINT, what a shell reports for an
+#: interrupted process (a retry loop that reruns on SIGTERM's 143 does not rerun it)
+INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT
 
 
 class UserError(Exception):

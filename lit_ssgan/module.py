@@ -190,8 +190,9 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         brought up to D's weights); and the heads of ``labeled``, ``unlabeled``, ``fake``, ``unlabeled_again``.
         Only the images a term of ``d_loss`` needs pass (the labels-only twin: ``labeled`` alone; ``x_unl``
         is None where no term reads it: :attr:`training_streams`)."""
-        count = len(x_unl if x_unl is not None else x_lab)  # as many fakes as unlabeled images
-        z = self.generator.sample_latent(count, self.noise_rng) if self.d_loss.uses_generated else None
+        z = None
+        if self.d_loss.uses_generated and x_unl is not None:  # as many fakes as unlabeled images
+            z = self.generator.sample_latent(len(x_unl), self.noise_rng)
         if self.teacher is not None:
             self.teacher.update_parameters(self.discriminator)
         compute = self._discriminator_losses if self._compiled is None else self._compiled["discriminator"]

@@ -11,6 +11,7 @@ from lightning.pytorch import LightningModule
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_only
 
+from lit_ssgan.data.loaders import real_images
 from lit_ssgan.protocols import served_gan
 
 
@@ -76,9 +77,7 @@ class EpochLine(Callback):
     def on_train_batch_end(
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
-        # the labels-only twin's batch has no unlabeled stream: its labeled one
-        images = (batch["unlabeled"] if "unlabeled" in batch else batch["labeled"])[0]
-        self._train_images += len(images)
+        self._train_images += len(real_images(batch))
         if isinstance(outputs, dict) and "loss" in outputs:  # no host sync: summed on the device
             # by hand: torchmetrics' MeanMetric drops the weights (the finite flags) under nan_strategy
             # "disable", and its other strategies index by a mask (a host read)

@@ -19,12 +19,11 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_ssgan.errors import INTERRUPTED_EXIT_STATUS
+
 #: the exit status of a run stopped by SIGTERM (or SIGUSR1): 128 + SIGTERM, what a shell reports
 #: for a TERM'd process
 EXIT_STATUS = 128 + signal.SIGTERM
-#: the exit status of a run stopped by Ctrl-C: 128 + SIGINT, what a shell reports for an
-#: interrupted process
-INTERRUPTED_EXIT_STATUS = 128 + signal.SIGINT
 
 
 class Preemption(Callback):

@@ -10,6 +10,7 @@ from lightning.pytorch import LightningModule
 from torch import Tensor
 
 from lit_ssgan.callbacks.samples import SampleGrid
+from lit_ssgan.data.loaders import real_images
 from lit_ssgan.models.base import evaluating
 from lit_ssgan.protocols import GANModule, served_gan
 
@@ -64,8 +65,7 @@ class Summaries(SampleGrid):
         self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, idx: int
     ) -> None:
         if self._summary_epoch(trainer):
-            # the labels-only twin's batch has no unlabeled stream: its labeled one
-            self._unlabeled = (batch["unlabeled"] if "unlabeled" in batch else batch["labeled"])[0]
+            self._unlabeled = real_images(batch)
 
     def on_train_epoch_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         super().on_train_epoch_end(trainer, pl_module)  # the sample grid

@@ -11,9 +11,10 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from lightning.fabric.utilities.data import suggested_max_num_workers
+from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
-from lit_ssgan.data.datasets import ImageDataset, collate_batch
+from lit_ssgan.data.datasets import Batch, ImageDataset, collate_batch
 from lit_ssgan.data.samplers import EpochSampler
 from lit_ssgan.errors import ConfigError
 
@@ -150,6 +151,12 @@ def make_loader(
 TRAINING_STREAMS = ("labeled", "unlabeled", "unlabeled_g")
 
 
+def real_images(batch: dict[str, Batch]) -> Tensor:
+    """The real images of a training batch: its unlabeled stream's, or its labeled stream's where the
+    step reads no unlabeled images (the labels-only twin)."""
+    return (batch["unlabeled"] if "unlabeled" in batch else batch["labeled"])[0]
+
+
 def training_loaders(
     labeled: ImageDataset,
     unlabeled: ImageDataset,
@@ -196,7 +203,7 @@ def training_loaders(
     unknown = sorted(set(streams) - set(TRAINING_STREAMS))
     if unknown:
         raise ValueError(f"no training stream {', '.join(unknown)} (the streams: {', '.join(TRAINING_STREAMS)})")
-    sources = {"labeled": (labeled, labeled_weights), "unlabeled": (unlabeled, None), "unlabeled_g": (unlabeled, None)}
+    sources = zip(TRAINING_STREAMS, ((labeled, labeled_weights), (unlabeled, None), (unlabeled, None)), strict=True)
     return {
         name: make_loader(
             dataset,
@@ -206,6 +213,6 @@ def training_loaders(
             streams=len(streams),
             **options,
         )
-        for i, (name, (dataset, weights)) in enumerate(sources.items())
+        for i, (name, (dataset, weights)) in enumerate(sources)
         if name in streams
     }
