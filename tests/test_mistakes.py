@@ -91,6 +91,16 @@ def test_a_default_root_dir_that_is_a_file_is_refused_naming_the_option(tmp_path
     assert message == f"lit-ssgan: error: --trainer.default_root_dir: {tmp_path / 'runs'} is a file, not a folder"
 
 
+@pytest.mark.parametrize("option", ["--config", "-c", "--trainer"])
+def test_a_config_file_in_another_encoding_or_empty_is_refused_naming_it(tmp_path, option):
+    config = tmp_path / "run.yaml"
+    config.write_bytes("trainer:\n  default_root_dir: runs/été\n".encode("latin-1"))
+    assert refused("fit", option, str(config)) == f"lit-ssgan: error: {option} {config}: not a YAML text file (UTF-8)"
+    assert refused("fit", f"{option}={config}") == f"lit-ssgan: error: {option} {config}: not a YAML text file (UTF-8)"
+    config.write_text("\n")
+    assert refused("fit", option, str(config)) == f"lit-ssgan: error: {option} {config}: the file is empty"
+
+
 def test_test_after_fit_without_a_test_folder_is_refused_before_training(folders, tmp_path):
     message = refused(*folder_fit(folders, tmp_path, "--test_after_fit", "true"))
     assert "--test_after_fit needs data.test_dir" in message
