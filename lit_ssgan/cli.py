@@ -82,7 +82,7 @@ class SemiSupervisedCLI(LightningCLI):
         return trainer
 
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
-        given = [str(a) for a in (sys.argv[1:] if args is None else args)] if not isinstance(args, dict) else []
+        given = sys.argv[1:] if args is None else [str(a) for a in args] if isinstance(args, list) else []
         _check_config_files(given)
         try:
             super().parse_arguments(parser, args)
