@@ -126,6 +126,26 @@ def feature_matching(real: Tensor, fake: Tensor, distance: FeatureDistance = "sq
     raise ConfigError(f"feature matching distance must be 'absolute' or 'squared', got {distance!r}")
 
 
+def pull_away(features: Tensor) -> Tensor:
+    """The pull-away term of ``(N, F)`` features of generated images (Zhao et al. 2017, EBGAN; the
+    generator's term in Dai et al. 2017, "Good Semi-supervised Learning That Requires a Bad GAN"):
+    the mean squared cosine similarity of each pair of distinct images, 1 when all are one image,
+    near 0 when their features point in unrelated directions.
+
+    Example:
+        >>> round(pull_away(torch.ones(3, 2)).item(), 4)  # one image three times
+        1.0
+        >>> pull_away(torch.eye(2)).item()  # orthogonal features
+        0.0
+    """
+    n = features.shape[0]
+    if n < 2:
+        raise ValueError("the pull-away term needs at least two generated images")
+    unit = F.normalize(features.to(torch.promote_types(features.dtype, torch.float32)), dim=1)  # bf16: in fp32
+    similarity = (unit @ unit.T).square()
+    return (similarity.sum() - similarity.diagonal().sum()) / (n * (n - 1))
+
+
 def heads(logits: Tensor, classification: bool = True, explicit_fake: bool = False) -> Heads:
     """The discriminator's two heads: what it predicts, and its real/fake logit.
 
@@ -358,10 +378,13 @@ class GeneratorLoss(Part, nn.Module):
 
 class FeatureMatching(GeneratorLoss):
     """The paper's generator loss: the distance between the mean features of an unlabeled batch
-    and of generated images (:func:`feature_matching`).
+    and of generated images (:func:`feature_matching`), and optionally Bad GAN's pull-away term
+    (:func:`pull_away`), which a generator that makes one image for every ``z`` pays in full: a
+    batch of one image matches the mean features as well as a varied one does.
 
     Args:
         distance: ``"squared"`` (OpenAI) or ``"absolute"`` (tefla).
+        pull_away_weight: the pull-away term's weight (0: off, as in the paper).
 
     Example:
         >>> FeatureMatching()(torch.ones(4, 3), torch.zeros(4, 3), fake_gan=None)
@@ -370,15 +393,19 @@ class FeatureMatching(GeneratorLoss):
 
     matches_features = True
 
-    def __init__(self, distance: FeatureDistance = "squared") -> None:
+    def __init__(self, distance: FeatureDistance = "squared", pull_away_weight: NonNegativeFloat = 0.0) -> None:
         super().__init__()
         self.distance = check_choice("g_loss.distance", distance, get_args(FeatureDistance))
+        self.pull_away_weight = float(check_non_negative("g_loss.pull_away_weight", pull_away_weight))
 
     def forward(self, real_features: Tensor | None, fake_features: Tensor | None, fake_gan: Tensor | None) -> LossParts:
         if real_features is None or fake_features is None:
             raise ValueError("feature matching needs the features of real and of generated images")
         g_loss = feature_matching(real_features, fake_features, self.distance)
-        return LossParts(g_loss, {"g_loss": g_loss})
+        if not self.pull_away_weight:
+            return LossParts(g_loss, {"g_loss": g_loss})
+        g_pull_away = pull_away(fake_features)
+        return LossParts(g_loss + self.pull_away_weight * g_pull_away, {"g_loss": g_loss, "g_pull_away": g_pull_away})
 
 
 class SigmoidKL(GeneratorLoss):

@@ -88,6 +88,28 @@ def test_feature_matching_values():
         losses.feature_matching(real, fake, "cosine")
 
 
+def test_pull_away_is_the_mean_squared_cosine_of_the_distinct_pairs():
+    features = torch.tensor([[1.0, 0.0], [1.0, 1.0], [0.0, 2.0]], dtype=DOUBLE)
+    # cosines: (1, 2) 1/sqrt(2), (1, 3) 0, (2, 3) 1/sqrt(2); squared 0.5, 0, 0.5; each pair twice of 6
+    assert losses.pull_away(features).item() == pytest.approx((0.5 + 0 + 0.5) / 3)
+    assert losses.pull_away(torch.full((4, 3), 2.0)).item() == pytest.approx(1.0)  # one image four times
+    assert losses.pull_away(torch.ones(2, 3, dtype=torch.bfloat16)).dtype == torch.float32
+    with pytest.raises(ValueError, match="at least two"):
+        losses.pull_away(torch.ones(1, 3))
+
+
+def test_pull_away_drives_generated_features_of_one_image_apart():
+    torch.manual_seed(0)
+    features = (torch.ones(8, 16) + 0.01 * torch.randn(8, 16)).requires_grad_()
+    optimizer = torch.optim.SGD([features], lr=10.0)
+    before = losses.pull_away(features).item()
+    for _ in range(20):
+        optimizer.zero_grad()
+        losses.pull_away(features).backward()
+        optimizer.step()
+    assert before > 0.99 and losses.pull_away(features).item() < 0.5 * before
+
+
 def test_discriminator_and_generator_terms():
     gan = torch.tensor([-2.0, 0.0, 3.0], dtype=DOUBLE)
     # d_loss_fake: BCE against 0 is softplus(x)
@@ -121,6 +143,7 @@ def test_gradients_match_finite_differences():
         (lambda v: losses.gan_logits(v, explicit_fake=True), (logits,)),
         (lambda v: losses.d_loss_labeled(v, torch.tensor([0, 1, 2, 4])), (logits,)),
         (lambda f: losses.feature_matching(real, f, "squared"), (fake,)),
+        (losses.pull_away, (fake,)),
         (losses.consistency, (logits, torch.randn(4, 5, dtype=DOUBLE, requires_grad=True))),
     ]
     for fn, inputs in checks:
@@ -222,6 +245,7 @@ def test_optional_terms_are_left_out_at_weight_zero_and_the_second_pass_asked_fo
     [
         (lambda: losses.FeatureMatching("L1"), "g_loss.distance must be one of 'absolute', 'squared'"),
         (lambda: losses.SigmoidKL(target_prob=1.2), "g_loss.target_prob must be a float"),
+        (lambda: losses.FeatureMatching(pull_away_weight=-1.0), "g_loss.pull_away_weight must be 0 or more"),
         (lambda: losses.DiscriminatorLoss(d_label_smooth=-0.1), "d_loss.d_label_smooth must be a float"),
         (lambda: losses.DiscriminatorLoss(unlabeled_weight=-1.0), "d_loss.unlabeled_weight must be 0 or more"),
         (lambda: losses.DiscriminatorLoss(unlabeled_entropy_weight=1.0).for_task(False), "needs classification"),
@@ -244,6 +268,9 @@ def test_generator_loss_sigmoid_kl_and_feature_matching():
     absolute = losses.FeatureMatching(distance="absolute")(real, fake, None)
     torch.testing.assert_close(absolute.total, (real.mean(0) - fake.mean(0)).abs().mean())
     assert list(absolute.terms) == ["g_loss"]
+    spread = losses.FeatureMatching(pull_away_weight=0.5)(real, fake, None)
+    torch.testing.assert_close(spread.terms["g_pull_away"], losses.pull_away(fake))
+    torch.testing.assert_close(spread.total, spread.terms["g_loss"] + 0.5 * losses.pull_away(fake))
 
 
 def test_a_part_is_kept_as_its_class_and_arguments_and_rebuilt_from_them():
