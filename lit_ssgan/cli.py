@@ -84,12 +84,7 @@ class SemiSupervisedCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         given = sys.argv[1:] if args is None else [str(a) for a in args] if isinstance(args, list) else []
         _check_config_files(given)
-        try:
-            super().parse_arguments(parser, args)
-        except UnicodeDecodeError as err:  # jsonargparse reads an option's file as UTF-8 text
-            raise BadFileError(
-                f"{_undecodable_file(given) or 'a file given as an option'}: not a YAML text file (UTF-8)"
-            ) from err
+        super().parse_arguments(parser, args)
         # LightningCLI reads the checkpoint next, before the Trainer does, for its hyperparameters:
         # check it first, so that a missing, corrupt or unsafe file gets an error naming it.
         subcommand = self.config.get("subcommand")
@@ -379,32 +374,24 @@ def misplaced_options(args: list[str]) -> str | None:
     return f"{option} goes after the subcommand: lit-ssgan {shlex.join([args[at], *args[:at], *args[at + 1 :]])}"
 
 
-def _file_values(args: list[str]) -> list[tuple[str, str]]:
-    """Each (option, value) of ``args`` whose value is an existing file, as ``--opt value`` or ``--opt=value``."""
-    pairs = [(a.partition("=")[0], a.partition("=")[2]) for a in args if a.startswith("-") and "=" in a]
-    pairs += [(a, b) for a, b in zip(args, args[1:], strict=False) if a.startswith("-") and "=" not in a]
-    return [(option, value) for option, value in pairs if value and Path(value).is_file()]
-
-
 #: the options that take a YAML file of options (a group's as well as the whole command's)
 CONFIG_FILE_OPTIONS = ("--config", "-c", "--trainer", "--model", "--data")
 
 
 def _check_config_files(args: list[str]) -> None:
-    """An empty file of options: jsonargparse's own word for it is "Unexpected config: "."""
-    for option, value in _file_values(args):
-        if option in CONFIG_FILE_OPTIONS and not Path(value).read_bytes().strip():
-            raise ConfigError(f"{option} {value}: the file is empty")
-
-
-def _undecodable_file(args: list[str]) -> str | None:
-    """``--option FILE`` for the first file of ``args`` that is not UTF-8 text, if any."""
-    for option, value in _file_values(args):
+    """Each file of options in ``args`` (``--config FILE`` or ``--config=FILE``), before jsonargparse
+    reads it: one that is not UTF-8 text ended in a ``UnicodeDecodeError`` traceback there, and an
+    empty one in "Unexpected config: "."""
+    pairs = [a.partition("=")[::2] for a in args if "=" in a] + list(zip(args, args[1:], strict=False))
+    for option, value in pairs:
+        if option not in CONFIG_FILE_OPTIONS or not Path(value).is_file():
+            continue
         try:
-            Path(value).read_bytes().decode("utf-8")
+            text = Path(value).read_bytes().decode("utf-8-sig")
         except UnicodeDecodeError:
-            return f"{option} {value}"
-    return None
+            raise BadFileError(f"{option} {value}: not a YAML text file (UTF-8)") from None
+        if not text.strip():
+            raise ConfigError(f"{option} {value}: the file is empty")
 
 
 def _run_trainer_subcommand(args: list[str] | None) -> None:
