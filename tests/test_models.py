@@ -266,6 +266,36 @@ def test_random_shift_moves_each_image_by_its_own_offset_and_passes_gradients():
     assert torch.equal(RandomShift(0).train()(x), x)
 
 
+def test_random_cutout_zeroes_a_square_of_its_own_in_each_image_and_passes_gradients():
+    from lit_ssgan.models.layers import RandomCutout
+
+    layer = RandomCutout(0.5)
+    x = (torch.rand(64, 3, 8, 10) + 0.1).requires_grad_()  # no pixel is 0 before the cut
+    torch.manual_seed(0)
+    cut = layer(x)
+    squares = set()
+    for image in cut.detach():
+        zero = image == 0
+        assert torch.equal(zero[0], zero[1]) and torch.equal(zero[0], zero[2])  # one square for all channels
+        rows, cols = zero[0].any(1).nonzero().flatten(), zero[0].any(0).nonzero().flatten()
+        assert zero[0].sum() == len(rows) * len(cols)  # a rectangle: a square of 4 x 5, clipped at the edges
+        for index, size, side in ((rows, 4, 8), (cols, 5, 10)):  # contiguous, whole or cut by an edge
+            assert torch.equal(index, torch.arange(int(index[0]), int(index[0]) + len(index)))
+            assert len(index) == size or (len(index) < size and (index[0] == 0 or index[-1] == side - 1))
+        squares.add((int(rows[0]), int(cols[0])))
+    assert len(squares) > 20  # each image draws its own place
+    kept = cut.detach() != 0
+    torch.testing.assert_close(cut.detach()[kept], x.detach()[kept])  # the rest is untouched
+    cut.sum().backward()  # the generator learns through the pixels kept
+    assert torch.equal(x.grad, kept.float())
+    torch.manual_seed(0)
+    assert torch.equal(layer(x), cut)  # from the global RNG: seeded, reproducible
+    assert torch.equal(layer.eval()(x), x)
+    assert torch.equal(RandomCutout(0).train()(x), x)
+    with pytest.raises(ConfigError, match="input_cutout"):
+        RandomCutout(1.5)
+
+
 def test_mlp_discriminator_shifts_its_input_only_in_training():
     torch.manual_seed(0)
     net = MLPDiscriminator(hidden=(20,), input_noise=0, hidden_noise=0, input_shift=2)
@@ -291,6 +321,22 @@ def test_conv_discriminator_shifts_its_input_only_in_training():
     assert torch.equal(ConvDiscriminator(10, (1, 16, 16), width=(4, 8)).input_shift.train()(x), x)  # 0: off
     with pytest.raises(ConfigError, match="input_shift"):
         ConvDiscriminator(input_shift=-1)
+
+
+@pytest.mark.parametrize("make", [MLPDiscriminator, ConvDiscriminator])
+def test_discriminators_cut_out_their_input_only_in_training(make):
+    torch.manual_seed(0)
+    net = make(10, (1, 16, 16), input_cutout=0.5)
+    x = torch.rand(8, 1, 16, 16) + 0.1
+    seen = []
+    net.input_cutout.register_forward_hook(lambda module, inputs, output: seen.append(output))
+    net(x)
+    assert ((seen[-1] == 0).flatten(1).sum(1) > 0).all()  # every image lost a square
+    net.eval()
+    net(x)
+    assert torch.equal(seen[-1], x)
+    with pytest.raises(ConfigError, match="input_cutout"):
+        make(10, (1, 16, 16), input_cutout=-0.1)
 
 
 def test_evaluating_restores_each_modules_mode_also_after_an_exception():

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
-from lit_ssgan.models.layers import Dropout, RandomShift, WNConv2d, WNConvTranspose2d, WNLinear
+from lit_ssgan.models.layers import Dropout, RandomCutout, RandomShift, WNConv2d, WNConvTranspose2d, WNLinear
 
 
 def _num_upsamplings(image_shape: tuple[int, int, int]) -> int:
@@ -55,6 +55,8 @@ class ConvDiscriminator(Discriminator):
         regression: a regression value and a real/fake logit instead of class logits.
         input_shift: shift each input image (real and generated) by up to this many pixels in
             training (:class:`RandomShift`, DiffAugment's translation); 0: off.
+        input_cutout: zero a square of this fraction of each input image's side (real and
+            generated) in training, after the shift (:class:`RandomCutout`, DiffAugment's cutout); 0: off.
         channels_last: run the convolutions on channels-last (NHWC) maps, the layout oneDNN on a
             CPU and cuDNN's tensor cores on a GPU are fastest on (the same values either way).
     """
@@ -68,9 +70,11 @@ class ConvDiscriminator(Discriminator):
         regression: bool = False,
         channels_last: bool = True,
         input_shift: int = 0,
+        input_cutout: float = 0.0,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
         self.input_shift = RandomShift(input_shift)
+        self.input_cutout = RandomCutout(input_cutout)
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         _num_upsamplings(image_shape)
         c, (w1, w2) = image_shape[0], width
@@ -101,7 +105,7 @@ class ConvDiscriminator(Discriminator):
         self.classifier = WNLinear(w2, self.num_outputs, init_scale=0.1)  # OpenAI: init_stdv 0.1
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        features = self.features(self.input_shift(x).contiguous(memory_format=self.memory_format))
+        features = self.features(self.input_cutout(self.input_shift(x)).contiguous(memory_format=self.memory_format))
         return DiscriminatorOutput(self.classifier(features), features)
 
 

@@ -26,7 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from lit_ssgan.errors import check_non_negative
+from lit_ssgan.errors import check_non_negative, check_probability
 
 #: how many standard normals a pool holds (64 MiB in fp32): windows of it are pooled noise
 NOISE_POOL_SIZE = 1 << 24
@@ -136,6 +136,50 @@ class RandomShift(nn.Module):
 
     def extra_repr(self) -> str:
         return f"max_shift={self.max_shift}"
+
+
+def cutout(x: Tensor, ratio: float) -> Tensor:
+    """``x`` (``(N, C, H, W)``) with a square of ``ratio`` of the side zeroed in each image, centred
+    at a random pixel of its own (:class:`RandomCutout`'s work, in any mode); ``ratio`` 0: ``x``."""
+    if ratio == 0:
+        return x
+    n, _, h, w = x.shape
+
+    def inside(side: int, shape: tuple[int, ...]) -> Tensor:
+        """Whether each row (or column) lies in its image's square: ``(N, 1, side, 1)`` or ``(N, 1, 1, side)``."""
+        size = max(1, int(side * ratio + 0.5))
+        first = torch.randint(side + 1, (n, 1, 1, 1), device=x.device) - size // 2  # the centre in [0, side]
+        index = torch.arange(side, device=x.device).view(shape)
+        return (index >= first) & (index < first + size)
+
+    keep = ~(inside(h, (1, 1, h, 1)) & inside(w, (1, 1, 1, w)))
+    return x * keep.to(x.dtype)
+
+
+class RandomCutout(nn.Module):
+    """Zeroes a square of ``ratio`` of each image's side, centred at a random pixel of its own
+    (the square may reach past the edge), in training mode; the identity in eval mode.
+
+    As the discriminator's first layer it is the cutout of DiffAugment (Zhao et al. 2020) and of
+    FixMatch's strong view (DeVries & Taylor 2017): real and generated images alike lose a patch,
+    and each pass of the same batch loses another one, so the consistency term's two passes
+    differ by more than their dropout. One mask for the batch, built on its device from the
+    global RNG (no host read); the gradient flows to the pixels kept.
+
+    Args:
+        ratio: the square's side as a fraction of the image's (DiffAugment: 0.5); 0: off.
+        option: the option named when ``ratio`` is refused (outside [0, 1]).
+    """
+
+    def __init__(self, ratio: float, option: str = "input_cutout") -> None:
+        super().__init__()
+        self.ratio = check_probability(option, ratio)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return cutout(x, self.ratio) if self.training else x
+
+    def extra_repr(self) -> str:
+        return f"ratio={self.ratio}"
 
 
 #: ``||v||`` is taken as ``sqrt(||v||^2 + NORM_EPS^2)``: a zero direction gives a zero output and a

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 
 from lit_ssgan.errors import ConfigError
 from lit_ssgan.models.base import Discriminator, DiscriminatorOutput, Generator
-from lit_ssgan.models.layers import GaussianNoise, RandomShift, WNLinear
+from lit_ssgan.models.layers import GaussianNoise, RandomCutout, RandomShift, WNLinear
 
 
 class MLPDiscriminator(Discriminator):
@@ -31,6 +31,8 @@ class MLPDiscriminator(Discriminator):
             on CPU, where drawing normals is single-threaded.
         input_shift: shift each input image (real and generated) by up to this many pixels in
             training (:class:`RandomShift`, DiffAugment's translation); 0: off.
+        input_cutout: zero a square of this fraction of each input image's side (real and
+            generated) in training, after the shift (:class:`RandomCutout`, DiffAugment's cutout); 0: off.
         explicit_fake: add an explicit fake-class output.
         regression: a regression value and a real/fake logit instead of class logits.
     """
@@ -46,10 +48,12 @@ class MLPDiscriminator(Discriminator):
         explicit_fake: bool = False,
         regression: bool = False,
         input_shift: int = 0,
+        input_cutout: float = 0.0,
     ) -> None:
         super().__init__(num_classes, image_shape, explicit_fake, regression)
         widths = [math.prod(image_shape), *hidden]
         self.input_shift = RandomShift(input_shift)
+        self.input_cutout = RandomCutout(input_cutout)
         self.input_noise = GaussianNoise(input_noise, pooled_noise)
         self.hidden = nn.ModuleList(
             nn.Sequential(WNLinear(w_in, w_out, train_scale=False), nn.ReLU()) for w_in, w_out in pairwise(widths)
@@ -58,7 +62,7 @@ class MLPDiscriminator(Discriminator):
         self.classifier = WNLinear(widths[-1], self.num_outputs)
 
     def forward(self, x: Tensor) -> DiscriminatorOutput:
-        h = self.input_noise(self.input_shift(x).flatten(1))
+        h = self.input_noise(self.input_cutout(self.input_shift(x)).flatten(1))
         for i, layer in enumerate(self.hidden):
             h = layer(h if i == 0 else self.hidden_noise(h))
         features = h
