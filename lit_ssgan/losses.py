@@ -353,7 +353,8 @@ class DiscriminatorLoss(Part, nn.Module):
             if threshold is None:
                 terms["d_consistency"] = consistency(first, second)
             else:
-                terms["d_consistency"] = pseudo_label(first, second, threshold)
+                student, target = (second, first) if self.consistency.second_look_learns else (first, second)
+                terms["d_consistency"] = pseudo_label(student, target, threshold)
         return weighted(terms, self.weights)
 
 

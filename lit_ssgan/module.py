@@ -207,8 +207,9 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         if z is not None:
             with torch.no_grad(), frozen_weights(self.generator):
                 images["fake"] = self.generator(z)
-        if self.d_loss.needs_second_pass and x_unl is not None:
-            images["unlabeled_again"] = x_unl
+        consistency = self.d_loss.consistency
+        if consistency is not None and self.d_loss.needs_second_pass and x_unl is not None:
+            images["unlabeled_again"] = consistency.second_look(x_unl)  # the Π-model's strong view
         with frozen_weights(self.discriminator):  # its weight norms computed together, for the pass
             logits = self.discriminator(torch.cat(list(images.values()))).logits
         parts = logits.split([len(x) for x in images.values()])

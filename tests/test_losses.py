@@ -204,11 +204,28 @@ def test_pseudo_label_threshold_makes_the_consistency_term_fixmatch_s():
     labels = torch.tensor([0, 1, 2, 3, 0, 1])
     loss = losses.DiscriminatorLoss(consistency=PiModel(2.0, pseudo_label_threshold=0.4))
     parts = loss(labeled, labels, unlabeled, fake, again)
-    want = losses.pseudo_label(unlabeled.predicted, again.predicted, 0.4)
+    # the Π-model's second pass (FixMatch's strong view) learns the first's class
+    want = losses.pseudo_label(again.predicted, unlabeled.predicted, 0.4)
     assert want > 0  # some targets reach 0.4
     torch.testing.assert_close(parts.terms["d_consistency"], want)
+    # the Mean Teacher's student (the first pass) learns the teacher's
+    teacher = losses.DiscriminatorLoss(consistency=MeanTeacher(2.0, pseudo_label_threshold=0.4))
+    want = losses.pseudo_label(unlabeled.predicted, again.predicted, 0.4)
+    torch.testing.assert_close(teacher(labeled, labels, unlabeled, fake, again).terms["d_consistency"], want)
     with pytest.raises(ValueError, match="pseudo_label_threshold must be a float"):
         MeanTeacher(1.0, pseudo_label_threshold=2.0)
+
+
+def test_the_pi_model_s_strong_view_cuts_a_square_from_each_image_of_the_second_look():
+    images = torch.rand(16, 1, 8, 8) + 0.1  # no pixel is 0 before the cut
+    assert PiModel().second_look(images) is images and MeanTeacher().second_look(images) is images
+    torch.manual_seed(0)
+    strong = PiModel(strong_cutout=0.5).second_look(images)
+    cut = strong == 0
+    assert (cut.flatten(1).sum(1) >= 4).all() and (cut.flatten(1).sum(1) <= 16).all()  # a 4x4 square, or its part
+    torch.testing.assert_close(strong[~cut], images[~cut])
+    with pytest.raises(ValueError, match="strong_cutout must be a float"):
+        PiModel(strong_cutout=1.5)
 
 
 def test_the_entropy_term_is_minimised_so_the_prediction_commits():

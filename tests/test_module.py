@@ -296,13 +296,15 @@ def test_the_conditional_entropy_term_makes_the_classifier_commit_on_unlabeled_d
 
 
 def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
-    def trained(weight: float, noise: float) -> tuple[Tensor, list[float]]:
+    def trained(weight: float, noise: float, strong_cutout: float = 0.0) -> tuple[Tensor, list[float]]:
         torch.manual_seed(0)
-        logger = CSVLogger(tmp_path / f"{weight}-{noise}")
+        logger = CSVLogger(tmp_path / f"{weight}-{noise}-{strong_cutout}")
         model = SemiSupervisedGAN(
             MLPDiscriminator(10, (1, 8, 8), hidden=(64, 32), input_noise=noise, hidden_noise=noise),
             MLPGenerator((1, 8, 8), hidden=(32,)),
-            d_loss=losses.DiscriminatorLoss(consistency=PiModel(weight) if weight else None),
+            d_loss=losses.DiscriminatorLoss(
+                consistency=PiModel(weight, strong_cutout=strong_cutout) if weight else None
+            ),
         )
         make_trainer(tmp_path, max_steps=3, logger=logger, log_every_n_steps=1).fit(model, DigitsDataModule())
         with open(Path(logger.log_dir) / "metrics.csv") as f:
@@ -318,6 +320,10 @@ def test_the_consistency_term_pulls_two_noisy_passes_together(tmp_path):
     noisy, logged = trained(10.0, 0.3)
     assert len(logged) == 3 and all(value > 0 for value in logged)
     assert not torch.allclose(noisy, trained(0.0, 0.3)[0])
+    # without noise, the strong view alone (the second pass's images cut) sets the passes apart
+    cut, logged = trained(10.0, 0.0, strong_cutout=0.5)
+    assert len(logged) == 3 and all(value > 0 for value in logged)
+    assert not torch.allclose(cut, without)
     with pytest.raises(ValueError, match="consistency needs classification"):
         regression_model(d_loss=losses.DiscriminatorLoss(consistency=PiModel(0.1)))
 
