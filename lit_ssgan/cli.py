@@ -76,7 +76,8 @@ class SemiSupervisedCLI(LightningCLI):
         if self.subcommand == "predict":
             callbacks.append(PredictionsCSV(config.get("predictions_csv")))
         if self.subcommand:  # after the callbacks that remove their partial files when a run fails
-            callbacks.append(RunFolderCleanup(root_existed=Path(trainer.default_root_dir).exists()))
+            root = trainer.default_root_dir
+            callbacks.append(RunFolderCleanup(root_existed=Path(root).exists(), root=root))
         if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not one the user chose
             trainer.strategy.checkpoint_io = SafeCheckpointIO()
         return trainer

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
 
 from lightning.pytorch.callbacks import WeightAveraging
 from lightning.pytorch.core.optimizer import LightningOptimizer
@@ -21,7 +23,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 CHECKED_WITH_LIGHTNING = "2.6.6"
 
-__all__ = ["TorchDispatchMode", "set_average_model", "step_not_counted"]
+__all__ = ["TorchDispatchMode", "mark_stepped", "move_root_dir", "set_average_model", "step_not_counted"]
 
 
 @contextmanager
@@ -76,3 +78,22 @@ def mark_stepped(optimizer: Optimizer) -> None:
     of that as a misuse ("lr_scheduler.step() before optimizer.step()", pytorch/pytorch#20124, the
     check added in #21460); there is no public way to tell it."""
     optimizer._opt_called = True  # type: ignore[attr-defined]
+
+
+def move_root_dir(trainer: Any, folder: Path) -> None:
+    """Makes ``folder`` ``trainer``'s ``default_root_dir``: where a run without a logger writes its
+    config, checkpoints, pictures and results (its ``log_dir``).
+
+    Without a logger Lightning versions nothing: every run on one root writes into the root itself
+    (Lightning issue #14188: "If you don't use a logger, i.e., no versioning of experiments, then we
+    can't avoid conflicts. The LightningCLI can handle this by itself."). The Trainer takes its root
+    only when built and has no setter; it keeps it in ``_default_root_dir``, which its
+    ``default_root_dir`` and ``log_dir`` and the checkpoint callback's folder read. Checked with
+    Lightning 2.6.6.
+    """
+    if not hasattr(trainer, "_default_root_dir"):
+        raise RuntimeError(
+            f"lit_ssgan's run-folder patch (Lightning issue #14188) no longer fits this Lightning version; it "
+            f"was checked with {CHECKED_WITH_LIGHTNING}"
+        )
+    trainer._default_root_dir = str(folder)

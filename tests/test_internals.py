@@ -11,7 +11,7 @@ from lightning.pytorch.core.optimizer import LightningOptimizer
 
 import lit_ssgan
 from lit_ssgan import DigitsDataModule
-from lit_ssgan.internals import CHECKED_WITH_LIGHTNING, step_not_counted
+from lit_ssgan.internals import CHECKED_WITH_LIGHTNING, move_root_dir, step_not_counted
 from tests.helpers import make_model, make_trainer
 
 
@@ -72,3 +72,9 @@ PRIVATE_SOURCES = {"lightning", "lightning_fabric", "torch", "lit_ssgan", "torch
 #: the package's version, in a file named by the usual convention: any module may import ``__version__`` from it
 VERSION_FILE = "lit_ssgan._version"
 OURS_AND_LIGHTNING = ("lightning", "lightning_fabric", "lit_ssgan")
+
+
+def test_the_trainer_still_keeps_its_root_where_move_root_dir_sets_it(tmp_path):
+    trainer = lightning.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
+    move_root_dir(trainer, tmp_path / "run")
+    assert trainer.default_root_dir == trainer.log_dir == str(tmp_path / "run")

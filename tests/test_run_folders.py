@@ -130,3 +130,26 @@ def test_a_refused_validate_test_or_predict_leaves_no_run_folder(tmp_path, check
     # and the next run is version_0
     main(digits_args(mine, "--ckpt_path", str(checkpoint), subcommand=subcommand))
     assert [p.name for p in (mine / "lightning_logs").iterdir()] == ["version_0"]
+
+
+def test_runs_without_a_logger_each_write_a_version_folder_of_their_own(tmp_path, checkpoint):
+    root = tmp_path / "runs"
+    root.mkdir()
+    (root / "config.yaml").write_text("# the user's own notes\n")  # a root may hold the user's files
+    no_logger = ("--trainer.logger", "false", "--trainer.max_steps", "2")
+    main(digits_args(root, *no_logger))
+    main(digits_args(root, *no_logger))
+    runs = root / "lightning_logs"
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
+    for run in runs.iterdir():  # each its own config and checkpoints, none in the root
+        assert (run / "config.yaml").is_file() and (run / "checkpoints" / "last.ckpt").is_file()
+    assert (root / "config.yaml").read_text() == "# the user's own notes\n"
+    assert sorted(p.name for p in root.iterdir()) == ["config.yaml", "lightning_logs"]
+    # --ckpt_path last resumes the newest run's last.ckpt, into a folder of its own again
+    main(digits_args(root, "--trainer.logger", "false", "--trainer.max_steps", "4", "--ckpt_path", "last"))
+    resumed = torch.load(runs / "version_2" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert resumed["global_step"] == 4
+    # a run refused while the Trainer runs leaves no folder behind
+    no_test_set = ["--ckpt_path", str(checkpoint), "--data.init_args.test_size", "0", "--trainer.logger", "false"]
+    assert "must be between 1 and" in refused(*digits_args(root, *no_test_set, subcommand="test"))
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1", "version_2"]

@@ -14,6 +14,8 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
+from lit_ssgan.internals import move_root_dir
+
 __all__ = ["RunFolderCleanup", "claim_run_folder", "next_version"]
 
 
@@ -26,7 +28,9 @@ def claim_run_folder(trainer: lightning.Trainer) -> list[Path]:
     there, and if another run makes that folder first, this one takes the next number free.
     (Lightning picks N when first asked and makes the folder later, so two runs could pick the
     same N.) Loggers with the same root share one folder, as in Lightning. A logger whose version
-    is set, or whose folder is not on a local file system, is left as it is. Under several
+    is set, or whose folder is not on a local file system, is left as it is. A Trainer without a
+    logger (where Lightning would write every run into the root itself) gets such a folder as its
+    ``default_root_dir``, so its config, checkpoints and results are its own too. Under several
     processes only the one of global rank 0 (as the environment tells) makes a folder; Lightning
     gives the others its folder.
 
@@ -48,6 +52,11 @@ def claim_run_folder(trainer: lightning.Trainer) -> list[Path]:
         if root not in versions:
             versions[root] = _make_version_folder(root)
         logger._version = versions[root]
+    if not trainer.loggers and "://" not in str(trainer.default_root_dir):
+        # no logger numbers this run: it takes lightning_logs/version_N of the root as its root
+        root = Path(trainer.default_root_dir) / "lightning_logs"
+        versions[root] = _make_version_folder(root)
+        move_root_dir(trainer, root / f"version_{versions[root]}")
     return [root / f"version_{version}" for root, version in versions.items()]
 
 
@@ -102,13 +111,16 @@ class RunFolderCleanup(Callback):
 
     Args:
         root_existed: whether ``trainer.default_root_dir`` existed before the run.
+        root: the Trainer's ``default_root_dir`` as built, before a run without a logger moved it to
+            its run folder (:func:`claim_run_folder`); None: the Trainer's.
     """
 
     #: what a run folder holds before the first step, or before results are written
     NOTHING_TO_KEEP = ("config.yaml", "hparams.yaml", "events.out.tfevents.", "labeled_examples.csv")
 
-    def __init__(self, root_existed: bool = True) -> None:
+    def __init__(self, root_existed: bool = True, root: str | os.PathLike[str] | None = None) -> None:
         self.root_existed = root_existed
+        self.root = root
         self._started_at: int | None = None  # the global step when training began
 
     def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
@@ -122,14 +134,17 @@ class RunFolderCleanup(Callback):
         stepped = self._started_at is not None and trainer.global_step > self._started_at
         if stepped or isinstance(exception, SIGTERMException) or not trainer.is_global_zero:
             return
-        log_dir = trainer.logger.log_dir if trainer.logger is not None else None  # no broadcast: one process
+        root = Path(self.root if self.root is not None else trainer.default_root_dir).resolve()
+        if trainer.logger is not None:
+            log_dir = trainer.logger.log_dir  # no broadcast: one process
+        else:  # the run's own folder where claim_run_folder moved the root there, else none to remove
+            log_dir = trainer.default_root_dir if Path(trainer.default_root_dir).resolve() != root else None
         if not log_dir or not Path(log_dir).is_dir():
             return
         folder = Path(log_dir)
         if any(p.is_file() and not p.name.startswith(self.NOTHING_TO_KEEP) for p in folder.rglob("*")):
             return
         shutil.rmtree(folder)
-        root = Path(trainer.default_root_dir).resolve()
         parent = folder.parent.resolve()
         while parent.is_relative_to(root) and not any(parent.iterdir()):
             if parent == root and self.root_existed:
