@@ -272,3 +272,20 @@ def test_time_left_speaks_again_when_the_estimate_moves(monkeypatch, capsys):
     batches(10, 3.0)
     callback.on_train_epoch_end(trainer, None)
     assert "2.05 s a batch" in capsys.readouterr().out  # 80 left at the mean so far: about 3 min, not 60 s
+
+
+def test_time_left_keeps_quiet_about_a_change_of_seconds(monkeypatch, capsys):
+    """A short run's estimate moves by more than a quarter with the machine's load alone: 14 s left
+    becomes 14 s where 6 were expected, a change of 8 s, which is not said again."""
+    now = [0.0]
+    monkeypatch.setattr(time_left.time, "monotonic", lambda: now[0])
+    trainer = SimpleNamespace(estimated_stepping_batches=20, num_training_batches=10, global_step=0)
+    callback = TimeLeft(first_after=5, change=0.25)
+    for seconds in [1.0] * 6 + [2.0] * 4:
+        callback.on_train_batch_start(trainer, None)
+        now[0] += seconds
+        trainer.global_step += 1
+        callback.on_train_batch_end(trainer, None)
+    assert "take about 14 s more" in capsys.readouterr().out
+    callback.on_train_epoch_end(trainer, None)
+    assert capsys.readouterr().out == ""

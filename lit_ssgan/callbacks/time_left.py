@@ -30,6 +30,10 @@ def duration(seconds: float) -> str:
     return f"{days} day{'s' if days > 1 else ''} {hours} h" if hours else f"{days} days"
 
 
+#: the least change of the estimate, in seconds, that is said again
+SAID_AGAIN_AFTER = 30.0
+
+
 class TimeLeft(Callback):
     """Prints how long the run will take at the speed measured so far::
 
@@ -38,8 +42,10 @@ class TimeLeft(Callback):
 
     once ``first_after`` batches have been timed (the first batch, which warms up, is not), and
     again at an epoch's end when the estimate of the time left has moved by more than ``change``
-    (a fraction) since the last line. The time of validation (measured once it has run) is added
-    for the epochs left. The ``lit-ssgan fit`` command adds it.
+    (a fraction) since the last line, and by more than :data:`SAID_AGAIN_AFTER` seconds (a short run's
+    estimate of seconds moves by more than a quarter with the machine's load alone). The time of
+    validation (measured once it has run) is added for the epochs left. The ``lit-ssgan fit`` command
+    adds it.
 
     Args:
         first_after: batches timed before the first estimate.
@@ -77,7 +83,7 @@ class TimeLeft(Callback):
             return
         left, printed_at = self._printed
         expected_now = left - (time.monotonic() - printed_at)
-        if abs(self._left(trainer) - expected_now) > self.change * max(expected_now, 1.0):
+        if abs(self._left(trainer) - expected_now) > max(self.change * expected_now, SAID_AGAIN_AFTER):
             self._report(trainer)
 
     def _left(self, trainer: lightning.Trainer) -> float:
