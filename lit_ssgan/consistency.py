@@ -34,10 +34,9 @@ class Consistency(Part):
             threshold; None: the squared distance :func:`~lit_ssgan.losses.consistency`.
     """
 
-    #: whether the target comes from a teacher network (else: from the discriminator's second pass)
+    #: whether the target comes from a teacher network (else: from the discriminator's second pass,
+    #: which for the pseudo-label learns the first pass's class: FixMatch's strong view)
     uses_teacher = False
-    #: for the pseudo-label: whether the second look learns the first's class (else the first the second's)
-    second_look_learns = False
 
     def __init__(self, weight: PositiveFloat = 1.0, pseudo_label_threshold: ClosedUnitInterval | None = None) -> None:
         super().__init__()
@@ -71,8 +70,6 @@ class PiModel(Consistency):
             of its side zeroed at a random place (:func:`~lit_ssgan.models.layers.cutout`, the
             cutout of FixMatch's strong view); 0: the same images, under the network's noise alone.
     """
-
-    second_look_learns = True
 
     def __init__(
         self,

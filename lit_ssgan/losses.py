@@ -353,7 +353,7 @@ class DiscriminatorLoss(Part, nn.Module):
             if threshold is None:
                 terms["d_consistency"] = consistency(first, second)
             else:
-                student, target = (second, first) if self.consistency.second_look_learns else (first, second)
+                student, target = (first, second) if self.consistency.uses_teacher else (second, first)
                 terms["d_consistency"] = pseudo_label(student, target, threshold)
         return weighted(terms, self.weights)
 
