@@ -43,6 +43,7 @@ from lit_ssgan.export import export
 from lit_ssgan.files import writing
 from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.outputs import check_output_file, check_output_folder
+from lit_ssgan.precision import fast_cpu_precision
 from lit_ssgan.training import check_weights_from, from_flat_options
 
 
@@ -85,6 +86,8 @@ class SemiSupervisedCLI(LightningCLI):
     def parse_arguments(self, parser: LightningArgumentParser, args: ArgsType) -> None:
         given = sys.argv[1:] if args is None else [str(a) for a in args] if isinstance(args, list) else []
         _check_config_files(given)
+        # the user's own --trainer.precision is kept whatever the CPU (see before_instantiate_classes)
+        self._precision_given = any(a == "--trainer.precision" or a.startswith("--trainer.precision=") for a in given)
         super().parse_arguments(parser, args)
         # LightningCLI reads the checkpoint next, before the Trainer does, for its hyperparameters:
         # check it first, so that a missing, corrupt or unsafe file gets an error naming it.
@@ -110,6 +113,11 @@ class SemiSupervisedCLI(LightningCLI):
         self._resume_lr = self.config.get(f"{subcommand}.model.training.resume_lr") if subcommand else None
 
     def before_instantiate_classes(self) -> None:
+        if not self._precision_given:  # a config's bf16 was chosen for CPUs that have it (lit_ssgan.precision)
+            trainer = (self.config[self.subcommand] if self.subcommand else self.config)["trainer"]
+            trainer["precision"], message = fast_cpu_precision(trainer.get("precision"), trainer.get("accelerator"))
+            if message:
+                rank_zero_warn(message)
         if not self.subcommand:
             return
         config = self.config[self.subcommand]

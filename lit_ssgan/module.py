@@ -27,6 +27,7 @@ from lit_ssgan.models import Discriminator, Generator
 from lit_ssgan.models.base import built_for, check_data, check_pair
 from lit_ssgan.models.layers import frozen_weights, init_weight_norm_from_data
 from lit_ssgan.parts import built, keep_plain
+from lit_ssgan.precision import warn_if_bf16_is_slow
 from lit_ssgan.protocols import GANModule, Network
 from lit_ssgan.training import Training, upgraded_checkpoint
 
@@ -125,6 +126,7 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
         return super().load_from_checkpoint(upgraded_checkpoint(checkpoint_path), *args, **kwargs)
 
     def setup(self, stage: str) -> None:
+        warn_if_bf16_is_slow(self.trainer)
         check_data(self.discriminator, self.generator, getattr(self.trainer, "datamodule", None), stage)
 
     def _data(self) -> dict[str, Any]:
