@@ -18,7 +18,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "lit_ssgan"
 #: its own floor or lower ones
 FLOORS: dict[int, tuple[str, ...]] = {
     # imports nothing of the package
-    0: ("errors.py", "internals.py", "files.py", "_version.py", "warning_filters.py"),
+    0: ("errors.py", "internals.py", "files.py", "_version.py", "warning_filters.py", "precision.py"),
     # the parts: networks, losses, gradients, metrics, data, checkpoint files
     1: (
         "models/*.py",

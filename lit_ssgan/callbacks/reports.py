@@ -178,10 +178,11 @@ class TestReport(Callback):
         write_atomically(self.written[1], lambda f: f.write(table))
 
     def on_test_end(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
-        if not trainer.is_global_zero or not trainer.log_dir:
+        log_dir = trainer.log_dir  # a broadcast under DDP: every process must ask (else the first waits alone)
+        if not trainer.is_global_zero or not log_dir:
             return
         scores = {k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}
-        path = Path(trainer.log_dir) / "test.json"
+        path = Path(log_dir) / "test.json"
         write_json(path, {**run_record(trainer), "scores": scores})
         self.written.append(path)
 
