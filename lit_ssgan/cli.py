@@ -451,6 +451,43 @@ _NOISE = re.compile(
 )
 
 
+# jsonargparse's path down to the option at fault: a key, and a part's class between two keys
+_KEY = re.compile(r'^\s*(?:- )?Parser key "([^"]+)":\s*(.*)$')
+_CLASS = re.compile(r"^\s*- Problem with given class_path '([^']*)':\s*$")
+_NOT_ACCEPTED = re.compile(r"^Option '([^']+)' is not accepted$")
+
+
+#: jsonargparse's names of the types it expected, as Python writes them
+_TYPE_NAMES = re.compile(r"Expected a (?:typing\.Literal\[(?P<choices>.*)\]|<class '(?P<type>\w+)'>)")
+
+
+def _type_name(expected: re.Match[str]) -> str:
+    if expected["choices"] is not None:
+        return f"expected one of {expected['choices']}"
+    return f"expected {'an' if expected['type'][0] in 'aeiou' else 'a'} {expected['type']}"
+
+
 def condensed(message: str) -> str:
-    """A jsonargparse error without the lines about its own type machinery."""
-    return "\n".join(line for line in message.splitlines() if not _NOISE.match(line))
+    """A jsonargparse error without the lines about its own type machinery; where it is one
+    mistake down a path of keys and parts, one line naming the option as the user types it:
+    ``--model.g_loss.init_args.pull_away_weight: Not of type NonNegativeFloat: -1 does not ...``."""
+    lines = [line for line in message.splitlines() if not _NOISE.match(line)]
+    path: list[str] = []
+    said: list[str] = []
+    part = ""
+    for line in lines:
+        if key := _KEY.match(line):
+            path.append(key.group(1))
+            said += [key.group(2)] if key.group(2) else []
+        elif (given := _CLASS.match(line)) and path:
+            path.append("init_args")
+            part = given.group(1)
+        elif line.strip():
+            said.append(line.strip().removeprefix("- "))
+    if not path or len(said) != 1:
+        return "\n".join(lines)
+    if path[-1] != "init_args":
+        return f"--{'.'.join(path)}: {_TYPE_NAMES.sub(_type_name, said[0])}"
+    if unknown := _NOT_ACCEPTED.match(said[0]):
+        return f"--{'.'.join(path)}.{unknown.group(1)}: {part} takes no option {unknown.group(1)!r}"
+    return "\n".join(lines)

@@ -258,8 +258,8 @@ def test_python_dash_m_is_the_same_command():
     "args, status, says",
     [
         (["--data.batch_size", "0"], 1, "batch_size must be positive, got 0"),  # a value the class refuses
-        (["--data.batch_size", "abc"], 2, 'Parser key "batch_size"'),  # a value of the wrong type
-        (["--data.bogus", "3"], 2, "Option 'bogus' is not accepted"),  # an option that does not exist
+        (["--data.batch_size", "abc"], 2, "--data.init_args.batch_size: expected an int. Got value: abc"),
+        (["--data.bogus", "3"], 2, "--data.init_args.bogus: lit_ssgan.data.DigitsDataModule takes no option 'bogus'"),
         (["--ckpt_path", "nowhere.ckpt"], 1, "checkpoint not found: nowhere.ckpt"),
     ],
 )
@@ -271,6 +271,38 @@ def test_a_users_mistake_is_one_short_message_without_a_traceback(tmp_path, args
     assert says in out.stderr
     assert "Traceback" not in out.stderr and len(out.stderr.strip().splitlines()) <= 6, out.stderr
     assert not list(tmp_path.rglob("*.ckpt"))
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (
+            ["--model.g_loss.init_args.pull_away_weight", "-1"],
+            "--model.g_loss.init_args.pull_away_weight: Not of type NonNegativeFloat: -1 does not conform to "
+            "restriction v>=0",
+        ),
+        (
+            ["--model.d_loss.init_args.consistency", "lit_ssgan.consistency.PiModel"]
+            + ["--model.d_loss.init_args.consistency.init_args.strong_cutout", "2"],
+            "--model.d_loss.init_args.consistency.init_args.strong_cutout: Not of type ClosedUnitInterval: 2 does "
+            "not conform to restriction v>=0 and v<=1",
+        ),
+        (
+            ["--model.d_loss.init_args.consistency.init_args.strong_cutout", "0.5"],  # no class_path: the base's
+            "--model.d_loss.init_args.consistency.init_args.strong_cutout: lit_ssgan.consistency.Consistency takes "
+            "no option 'strong_cutout'",
+        ),
+        (["--trainer.max_epochs", "x"], "--trainer.max_epochs: expected an int"),
+    ],
+)
+def test_a_part_options_mistake_is_one_line_naming_the_option(tmp_path, args, says):
+    out = lit_ssgan_command(
+        "fit", "--config", "configs/digits.yaml", "--trainer.default_root_dir", str(tmp_path), *args
+    )
+    assert out.returncode == 2 and out.stderr.splitlines() == [
+        f"lit-ssgan: error: {says}",
+        "tip: --help lists the options",
+    ]
 
 
 def test_a_traceback_on_request_for_bug_reports(tmp_path):

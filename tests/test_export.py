@@ -197,7 +197,7 @@ def test_a_bad_export_is_one_line_naming_the_file(checkpoint, tmp_path):
 @pytest.mark.parametrize(
     "args, says",
     [
-        (["--ckpt_path", "x.ckpt", "--format", "onnxx"], 'Parser key "format"'),
+        (["--ckpt_path", "x.ckpt", "--format", "onnxx"], "--format: expected one of 'onnx', 'torchscript'"),
         ([], "the following arguments are required: export.ckpt_path"),
         (["--ckpt_path", "x.ckpt", "--fmt", "onnx"], "unrecognized arguments: --fmt onnx"),
     ],
