@@ -18,6 +18,7 @@ from lit_ssgan.compiling import uses_cuda_graphs
 from lit_ssgan.data.datasets import Batch
 from lit_ssgan.data.loaders import TRAINING_STREAMS
 from lit_ssgan.divergence import NonFiniteGuard, apply_void, check_finite_weights
+from lit_ssgan.errors import ConfigError
 from lit_ssgan.evaluation import DiscriminatorEvaluation
 from lit_ssgan.gradients import GradientPolicy
 from lit_ssgan.internals import step_not_counted
@@ -127,7 +128,14 @@ class SemiSupervisedGAN(DiscriminatorEvaluation):
 
     def setup(self, stage: str) -> None:
         warn_if_bf16_is_slow(self.trainer)
-        check_data(self.discriminator, self.generator, getattr(self.trainer, "datamodule", None), stage)
+        datamodule = getattr(self.trainer, "datamodule", None)
+        check_data(self.discriminator, self.generator, datamodule, stage)
+        batch_size = getattr(datamodule, "hparams", {}).get("batch_size")
+        if stage == "fit" and batch_size == 1 and getattr(self.g_loss, "pull_away_weight", 0):
+            raise ConfigError(
+                "data.batch_size 1: model.g_loss's pull_away_weight compares pairs of generated images, as many a "
+                "step as the batch's; it needs batches of 2 or more"
+            )
 
     def _data(self) -> dict[str, Any]:
         try:

@@ -22,6 +22,9 @@ from lit_ssgan.cli import cli, main
 from lit_ssgan.data import DigitsDataModule
 from lit_ssgan.data.decoding import SKIP_HINT
 from lit_ssgan.errors import ConfigError
+from lit_ssgan.losses import FeatureMatching
+from lit_ssgan.models import Generator, MLPDiscriminator
+from lit_ssgan.module import SemiSupervisedGAN
 from lit_ssgan.sample_grid import main as samples_main
 from lit_ssgan.training import Training
 from tests.helpers import (
@@ -493,3 +496,26 @@ def test_an_option_spelt_short_is_refused_not_taken_for_the_one_it_begins(tmp_pa
     said = f"{stopped.value.code}\n{capsys.readouterr().err}"
     assert stopped.value.code != 0 and f"unrecognized arguments: {args[-4 if args[0] == 'draws' else -2]}" in said
     assert list(tmp_path.iterdir()) == []  # nothing ran
+
+
+class PlainGenerator(Generator):
+    """A generator without batch norm: batches of one are the user's to choose."""
+
+    def __init__(self) -> None:
+        super().__init__((1, 8, 8), 4)
+        self.net = torch.nn.Sequential(torch.nn.Linear(4, 64), torch.nn.Sigmoid(), torch.nn.Unflatten(1, (1, 8, 8)))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z)
+
+
+def test_the_pull_away_term_on_batches_of_one_is_refused_before_a_step(tmp_path):
+    model = SemiSupervisedGAN(
+        MLPDiscriminator(10, (1, 8, 8), hidden=(16,)), PlainGenerator(), g_loss=FeatureMatching(pull_away_weight=1.0)
+    )
+    trainer = make_trainer(tmp_path, max_steps=2)
+    with pytest.raises(ConfigError, match=r"^data.batch_size 1: model.g_loss's pull_away_weight compares pairs"):
+        trainer.fit(model, DigitsDataModule(batch_size=1))
+    assert trainer.global_step == 0
+    model.g_loss = FeatureMatching()  # without the term, batches of one train
+    make_trainer(tmp_path, max_steps=2).fit(model, DigitsDataModule(batch_size=1))
