@@ -44,6 +44,18 @@ def digits_args(root: Path, *extra: str, subcommand: str = "fit", networks: list
     return [*args, "--trainer.enable_model_summary", "false", *extra]
 
 
+#: two CPU processes under DDP
+DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
+
+
+def ddp_run(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    """``digits_args`` under DDP on two CPU processes, each epoch's checkpoint kept, as a subprocess."""
+    args = digits_args(root, *DDP, "--trainer.callbacks.init_args.save_top_k=-1", *extra)
+    return subprocess.run(
+        [sys.executable, "-m", "lit_ssgan", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+    )
+
+
 def folder_args(folders: Path, run: Path, *extra: str, subcommand: str = "fit") -> list[str]:
     """configs/image_folder.yaml with the folders, 16x16 grey, and small MLP networks (quick on a CPU)."""
     args = [subcommand, "--config", str(CONFIGS / "image_folder.yaml"), "--trainer.default_root_dir", str(run)]

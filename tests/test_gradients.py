@@ -1,10 +1,6 @@
 """Between backward and step: tefla's gradient multipliers, per-tensor clipping, and each
 network's gradients averaged once per step under DDP (two CPU processes)."""
 
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -12,11 +8,10 @@ from lit_ssgan import DigitsDataModule
 from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.gradients import GradientPolicy
 from tests.helpers import (
-    ROOT,
     StepRecorder,
     assert_same_weights,
     checkpoint_weights,
-    digits_args,
+    ddp_run,
     make_model,
     make_trainer,
 )
@@ -66,16 +61,6 @@ def test_per_tensor_clipping_bounds_each_gradient_tensor_not_their_sum(tmp_path)
         norms = [g.norm() for g in grads[name] if g is not None]
         assert max(norms) <= 1e-3 * 1.001
         assert torch.cat([g.flatten() for g in grads[name]]).norm() > 1e-3 * 1.5  # not a global clip
-
-
-DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
-
-
-def ddp_run(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    args = digits_args(root, *DDP, "--trainer.callbacks.init_args.save_top_k=-1", *extra)
-    return subprocess.run(
-        [sys.executable, "-m", "lit_ssgan", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
-    )
 
 
 def test_ddp_on_two_cpu_processes_trains_checkpoints_once_and_resumes_exactly(tmp_path):

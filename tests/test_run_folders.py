@@ -18,7 +18,7 @@ from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 from lit_ssgan.callbacks import run_folder
 from lit_ssgan.callbacks.run_folder import claim_run_folder
 from lit_ssgan.cli import main
-from tests.helpers import ROOT, digits_args
+from tests.helpers import ROOT, ddp_run, digits_args
 
 
 class TwoRunsAtOnce(TensorBoardLogger):
@@ -153,3 +153,25 @@ def test_runs_without_a_logger_each_write_a_version_folder_of_their_own(tmp_path
     no_test_set = ["--ckpt_path", str(checkpoint), "--data.init_args.test_size", "0", "--trainer.logger", "false"]
     assert "must be between 1 and" in refused(*digits_args(root, *no_test_set, subcommand="test"))
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1", "version_2"]
+
+
+def test_ddp_runs_without_a_logger_each_write_a_version_folder_of_their_own(tmp_path):
+    root = tmp_path / "runs"
+    for _ in range(2):  # the first process makes the folder; the second writes nothing of its own
+        done = ddp_run(root, "--trainer.logger", "false", "--trainer.max_epochs", "1", "--test_after_fit", "true")
+        assert done.returncode == 0, done.stderr[-3000:]
+    runs = root / "lightning_logs"
+    assert sorted(p.name for p in root.iterdir()) == ["lightning_logs"]
+    assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
+    for run in runs.iterdir():
+        written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+        assert written == [
+            "checkpoints/epoch=0-step=4.ckpt",
+            "checkpoints/last.ckpt",
+            "config.yaml",
+            "confusion_matrix.png",
+            "labeled_examples.csv",
+            "per_class.csv",
+            "samples/epoch=000.png",
+            "test.json",
+        ], written
