@@ -179,6 +179,7 @@ class SemiSupervisedCLI(LightningCLI):
     before_test = before_validate
 
     def before_predict(self) -> None:
+        PredictionsCSV.check_processes(self.trainer)  # here, before DDP starts the other processes: said once
         self._resolve_last_checkpoint()
         config = self.config_init[self.subcommand]
         if config.get("return_predictions") is None:  # the CSV has them: memory stays flat however many

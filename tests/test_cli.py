@@ -372,3 +372,15 @@ def test_options_before_the_subcommand_are_refused_saying_where_they_go(capsys, 
         main(args)
     assert stopped.value.code == 2  # a command line that does not parse
     assert capsys.readouterr().err == f"lit-ssgan: error: {says}\n"
+
+
+def test_predict_on_several_processes_is_refused_once_before_they_start(tmp_path, checkpoint):
+    out = lit_ssgan_command(
+        *digits_args(tmp_path / "predict", "--ckpt_path", str(checkpoint), subcommand="predict"),
+        *["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"],
+    )
+    said = [line for line in out.stderr.splitlines() if line.startswith("lit-ssgan: error:")]
+    assert out.returncode == 1 and said == [
+        "lit-ssgan: error: writing predictions to a CSV needs one process (trainer.devices: 1)"
+    ], out.stderr
+    assert not (tmp_path / "predict").exists()

@@ -67,7 +67,12 @@ class PredictionsCSV(BasePredictionWriter):
         self._open = ExitStack()
 
     def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
-        if trainer.world_size > 1:  # before predicting, not after
+        self.check_processes(trainer)  # before predicting, not after
+
+    @staticmethod
+    def check_processes(trainer: lightning.Trainer) -> None:
+        """Refuses a Trainer of several processes: one CSV, written in order, by one process."""
+        if trainer.world_size > 1:
             raise ConfigError("writing predictions to a CSV needs one process (trainer.devices: 1)")
 
     def on_predict_epoch_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
