@@ -23,7 +23,14 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 CHECKED_WITH_LIGHTNING = "2.6.6"
 
-__all__ = ["TorchDispatchMode", "mark_stepped", "move_root_dir", "set_average_model", "step_not_counted"]
+__all__ = [
+    "TorchDispatchMode",
+    "mark_stepped",
+    "move_root_dir",
+    "set_average_model",
+    "step_not_counted",
+    "stop_as_on_sigterm",
+]
 
 
 @contextmanager
@@ -97,3 +104,24 @@ def move_root_dir(trainer: Any, folder: Path) -> None:
             f"was checked with {CHECKED_WITH_LIGHTNING}"
         )
     trainer._default_root_dir = str(folder)
+
+
+def stop_as_on_sigterm(trainer: Any) -> None:
+    """Makes ``trainer`` stop after the batch in progress as Lightning stops on a SIGTERM: its fit
+    loop raises ``SIGTERMException`` at the batch's end, and the callbacks' ``on_exception`` runs.
+
+    Under DDP, Lightning's SIGTERM handler broadcasts from inside the signal handler, wherever the
+    process happens to be, and each process checks its own flag at the batch's end: a SIGTERM to the
+    first process alone (Kubernetes' to a pod's main process) hung a CPU DDP run here, each process
+    waiting in a different collective (Lightning issue #20806, open; its #20825 added the broadcast).
+    :class:`~lit_ssgan.callbacks.Preemption` notes the signal itself, agrees on it across processes at
+    one point of every batch, and then sets the flag Lightning reads, ``received_sigterm`` of the
+    Trainer's ``_signal_connector``, which has no setter. Checked with Lightning 2.6.6.
+    """
+    connector = getattr(trainer, "_signal_connector", None)
+    if connector is None or not hasattr(connector, "received_sigterm"):
+        raise RuntimeError(
+            f"lit_ssgan's SIGTERM patch (Lightning issue #20806) no longer fits this Lightning version; it was "
+            f"checked with {CHECKED_WITH_LIGHTNING}"
+        )
+    connector.received_sigterm = True

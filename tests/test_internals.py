@@ -8,10 +8,11 @@ import lightning
 import pytest
 import torch
 from lightning.pytorch.core.optimizer import LightningOptimizer
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 import lit_ssgan
 from lit_ssgan import DigitsDataModule
-from lit_ssgan.internals import CHECKED_WITH_LIGHTNING, move_root_dir, step_not_counted
+from lit_ssgan.internals import CHECKED_WITH_LIGHTNING, move_root_dir, step_not_counted, stop_as_on_sigterm
 from tests.helpers import make_model, make_trainer
 
 
@@ -78,3 +79,21 @@ def test_the_trainer_still_keeps_its_root_where_move_root_dir_sets_it(tmp_path):
     trainer = lightning.Trainer(default_root_dir=tmp_path, logger=False, enable_progress_bar=False)
     move_root_dir(trainer, tmp_path / "run")
     assert trainer.default_root_dir == trainer.log_dir == str(tmp_path / "run")
+
+
+def test_the_trainer_still_reads_the_sigterm_flag_stop_as_on_sigterm_sets(tmp_path):
+    trainer = make_trainer(tmp_path, max_steps=50)
+    model = make_model()
+
+    class StopAtTheThirdBatch(lightning.Callback):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step == 3:
+                stop_as_on_sigterm(trainer)
+
+    trainer.callbacks.append(StopAtTheThirdBatch())
+    assert not trainer.received_sigterm
+    with pytest.raises(SIGTERMException):  # after that batch, as on a SIGTERM
+        trainer.fit(model, DigitsDataModule())
+    assert trainer.global_step == 3
+    with pytest.raises(RuntimeError, match="#20806"):
+        stop_as_on_sigterm(object())

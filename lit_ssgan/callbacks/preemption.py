@@ -20,6 +20,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from lit_ssgan.errors import INTERRUPTED_EXIT_STATUS
+from lit_ssgan.internals import stop_as_on_sigterm
 
 #: the exit status of a run stopped by SIGTERM (or SIGUSR1): 128 + SIGTERM, what a shell reports
 #: for a TERM'd process
@@ -37,6 +38,10 @@ class Preemption(Callback):
     - prints one line saying so and how to resume;
     - makes the process exit with status 143 (``EXIT_STATUS``) instead of Lightning's 0, so that a
       retry loop or scheduler knows the run did not finish.
+
+    Under DDP, a SIGTERM to any one process stops them all after the same batch: this callback
+    notes the signal, the processes agree on it at the end of each batch, and then Lightning stops
+    as above (its own handler hung such a run: :func:`lit_ssgan.internals.stop_as_on_sigterm`).
 
     SIGUSR1 is handled as SIGTERM, unless the run is under SLURM, where Lightning's own SIGUSR1
     handler (auto-requeue) stays in charge.
@@ -60,17 +65,32 @@ class Preemption(Callback):
         self._previous: dict[int, Any] = {}
         self.interrupted = False  # a Ctrl-C stopped the run
         self._training = False
+        self._several = False  # several processes: SIGTERM is noted here and agreed on each batch
+        self._sigterm = False  # this process received SIGTERM (several processes)
 
     def on_train_start(self, trainer: lightning.Trainer, pl_module: LightningModule) -> None:
         # after Lightning has set its own handlers (it restores what it found when fit ends)
-        self.interrupted, self._training = False, True
+        self.interrupted, self._training, self._sigterm = False, True, False
         if not _main_thread():
             return
+        self._several = trainer.world_size > 1
+        if self._several:  # Lightning's handler hangs DDP (internals.stop_as_on_sigterm); this one only notes
+            self._previous[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._note_sigterm)
         usable = hasattr(signal, "SIGUSR1") and not SLURMEnvironment.detect()
         if usable and signal.getsignal(signal.SIGUSR1) in (signal.SIG_DFL, None):
             self._previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, _as_sigterm)
         if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             self._previous[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_ctrl_c)
+
+    def _note_sigterm(self, signum: int, frame: FrameType | None) -> None:
+        self._sigterm = True  # nothing more in a signal handler: the processes agree at the batch's end
+
+    def on_train_batch_end(
+        self, trainer: lightning.Trainer, pl_module: LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        # every process, at the same point of the same batch: if any received SIGTERM, all stop after it
+        if self._several and trainer.strategy.reduce_boolean_decision(self._sigterm, all=False):
+            stop_as_on_sigterm(trainer)
 
     def _on_ctrl_c(self, signum: int, frame: FrameType | None) -> None:
         if self.interrupted:  # stopping already: the checkpoint is being written, or soon will be
