@@ -51,6 +51,22 @@ def accuracy(model, dataset) -> float:
         return (model(x).argmax(1) == y).float().mean().item()
 
 
+def test_the_ema_copies_the_module_without_its_trainer(tmp_path):
+    model, ema = make_model(), EMA(decay=0.9)
+
+    class Copied(Callback):
+        def on_train_start(self, trainer, pl_module):
+            copied = ema._average_model.module
+            seen["trainer"] = copied._trainer, pl_module.trainer  # the copy's and the module's own
+            seen["factories"] = copied.optimizer_factories, pl_module.optimizer_factories
+
+    seen = {}
+    trainer = make_trainer(tmp_path, max_steps=1, callbacks=[ema, Copied()])
+    trainer.fit(model, DigitsDataModule(batches_per_epoch=1))
+    assert seen["trainer"] == (None, trainer)  # under DDP a copied Trainer failed: its launcher's locks
+    assert seen["factories"] == (None, model.optimizer_factories) and model.optimizer_factories is not None
+
+
 def test_ema_callback_validates_tests_and_ends_on_the_average(tmp_path):
     model, dm = make_model(), DigitsDataModule(batches_per_epoch=3)
     seen = {}

@@ -15,6 +15,9 @@ from lit_ssgan.internals import set_average_model
 
 __all__ = ["EMA", "ema_with_warmup"]
 
+#: the module's attributes the average is made without (public: ``trainer`` has a setter)
+NOT_COPIED = ("trainer", "optimizer_factories")
+
 
 class EMA(WeightAveraging):
     """Evaluates, checkpoints and finally keeps an exponential moving average of the weights
@@ -38,7 +41,19 @@ class EMA(WeightAveraging):
 
     def setup(self, trainer: lightning.Trainer, pl_module: LightningModule, stage: str) -> None:
         if stage == "fit":
-            set_average_model(self, ExponentialMovingAverage(pl_module, self.decay, device=pl_module.device))
+            # the average is a deep copy of the module: without what it points to but does not hold,
+            # the Trainer (the data, the loops) and the optimizer factories (jsonargparse's, which hold
+            # the command's parser). Under DDP both reach the launcher's process handles, which cannot
+            # be copied: the copy failed.
+            aside = {name: getattr(pl_module, name) for name in NOT_COPIED if hasattr(pl_module, name)}
+            for name in aside:
+                setattr(pl_module, name, None)
+            try:
+                average = ExponentialMovingAverage(pl_module, self.decay, device=pl_module.device)
+            finally:
+                for name, value in aside.items():
+                    setattr(pl_module, name, value)
+            set_average_model(self, average)
 
     def on_load_checkpoint(
         self, trainer: lightning.Trainer, pl_module: LightningModule, checkpoint: dict[str, Any]
