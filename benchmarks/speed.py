@@ -28,16 +28,22 @@ ROOT = Path(__file__).resolve().parents[1]
 NAIVE = ROOT.parent / "shared" / "reference" / "naive_mnist_step.py"
 
 
-#: the CPU flags that set bf16's speed, fastest first, and how :func:`cpu_model` names them
-FLAG_NAMES = [("amx_bf16", "with AMX"), ("avx512_bf16", "avx512_bf16, no AMX"), ("avx512f", "AVX-512, no bf16")]
+#: the CPU flags of native bf16, fastest first, and how :func:`cpu_model` names them
+FLAG_NAMES = [("amx_bf16", "with AMX"), ("avx512_bf16", "avx512_bf16, no AMX")]
 
 
 def cpu_model() -> str:
+    """The CPU's model and what sets bf16's speed on it: AMX, AVX-512's bf16, or else the vector
+    instructions torch dispatches to, and whether bf16 is slow there (:mod:`lit_ssgan.precision`'s rule)."""
+    import torch
+
+    from lit_ssgan.precision import cpu_bf16_is_slow
+
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     model = re.search(r"model name\s*:\s*(.*)", info)
-    flags = set(re.findall(r"\b(amx_bf16|avx512_bf16|avx512f)\b", info))
-    # what sets bf16's speed (lit_ssgan.precision): AMX, AVX-512's bf16, AVX-512 alone, or neither
-    kind = next((name for flag, name in FLAG_NAMES if flag in flags), "AVX2 or less: bf16 is slow")
+    flags = set(re.findall(r"\b(amx_bf16|avx512_bf16)\b", info))
+    capability = f"torch: {torch.backends.cpu.get_cpu_capability()}{', bf16 is slow' if cpu_bf16_is_slow() else ''}"
+    kind = next((name for flag, name in FLAG_NAMES if flag in flags), capability)
     return f"{model.group(1) if model else 'unknown CPU'} ({kind})"
 
 

@@ -48,11 +48,19 @@ def digits_args(root: Path, *extra: str, subcommand: str = "fit", networks: list
 DDP = ["--trainer.strategy", "ddp", "--trainer.devices", "2", "--trainer.accelerator", "cpu"]
 
 
+def ddp_args(root: Path, *extra: str) -> list[str]:
+    """``digits_args`` under DDP on two CPU processes, each epoch's checkpoint kept."""
+    return digits_args(root, *DDP, "--trainer.callbacks.init_args.save_top_k=-1", *extra)
+
+
 def ddp_run(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    """``digits_args`` under DDP on two CPU processes, each epoch's checkpoint kept, as a subprocess."""
-    args = digits_args(root, *DDP, "--trainer.callbacks.init_args.save_top_k=-1", *extra)
+    """``ddp_args`` run as a subprocess, to its end."""
     return subprocess.run(
-        [sys.executable, "-m", "lit_ssgan", *args], cwd=ROOT, capture_output=True, text=True, timeout=300
+        [sys.executable, "-m", "lit_ssgan", *ddp_args(root, *extra)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
 
 

@@ -17,11 +17,12 @@ from lit_ssgan.checkpoint import find_last_checkpoint
 from lit_ssgan.cli import cli
 from lit_ssgan.errors import ConfigError
 from tests.helpers import (
-    DDP,
     EVERY_2_STEPS,
     ROOT,
     assert_same_weights,
     checkpoint_weights,
+    ddp_args,
+    ddp_run,
     digits_args,
     signalled_after_first_epoch,
 )
@@ -174,20 +175,13 @@ def test_sigterm_writes_where_it_is_exits_143_and_resume_last_ends_with_the_weig
     [(signal.SIGTERM, False, 143), (signal.SIGINT, True, 130)],  # Kubernetes' SIGTERM to the first; Ctrl-C to all
 )
 def test_ddp_stopped_by_a_signal_writes_where_it_is_and_resumes(tmp_path, signum, group, status):
-    args = digits_args(tmp_path, *DDP, "--trainer.max_epochs", "100")
+    args = ddp_args(tmp_path, "--trainer.max_epochs", "100")
     returncode, stderr = signalled_after_first_epoch(args, signum, group=group)  # hung before (Lightning #20806)
     assert returncode == status, stderr[-3000:]
     said = [line for line in stderr.splitlines() if line.startswith("lit-ssgan: stopped by")]
     step = torch.load(find_last_checkpoint(tmp_path), weights_only=True)["global_step"]
     assert len(said) == 1 and f"after step {step} " in said[0] and 4 < step < 16  # in epoch 2 to 4, of 4 steps
-    resumed = subprocess.run(
-        [sys.executable, "-m", "lit_ssgan", *digits_args(tmp_path, *DDP, "--trainer.max_epochs", "5")]
-        + ["--ckpt_path", "last"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    resumed = ddp_run(tmp_path, "--trainer.max_epochs", "5", "--ckpt_path", "last")
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert torch.load(find_last_checkpoint(tmp_path), weights_only=True)["global_step"] == 20
 
