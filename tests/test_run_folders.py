@@ -155,24 +155,26 @@ def test_runs_without_a_logger_each_write_a_version_folder_of_their_own(tmp_path
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1", "version_2"]
 
 
-def test_ddp_runs_without_a_logger_each_write_a_version_folder_of_their_own(tmp_path):
+def test_a_ddp_run_without_a_logger_writes_a_version_folder_of_its_own(tmp_path):
     root = tmp_path / "runs"
     ema = "--trainer.callbacks+=lit_ssgan.callbacks.EMA"  # as the shipped image configs; it failed under DDP
-    for _ in range(2):  # the first process makes the folder; the second writes nothing of its own
-        done = ddp_run(root, "--trainer.logger", "false", "--trainer.max_epochs", "1", "--test_after_fit", "true", ema)
-        assert done.returncode == 0, done.stderr[-3000:]
+    (root / "lightning_logs" / "version_0").mkdir(parents=True)  # an earlier run's: this one takes the next
+    # the first process makes the folder; the second writes nothing of its own
+    done = ddp_run(root, "--trainer.logger", "false", "--trainer.max_epochs", "1", "--test_after_fit", "true", ema)
+    assert done.returncode == 0, done.stderr[-3000:]
     runs = root / "lightning_logs"
     assert sorted(p.name for p in root.iterdir()) == ["lightning_logs"]
     assert sorted(p.name for p in runs.iterdir()) == ["version_0", "version_1"]
-    for run in runs.iterdir():
-        written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
-        assert written == [
-            "checkpoints/epoch=0-step=4.ckpt",
-            "checkpoints/last.ckpt",
-            "config.yaml",
-            "confusion_matrix.png",
-            "labeled_examples.csv",
-            "per_class.csv",
-            "samples/epoch=000.png",
-            "test.json",
-        ], written
+    assert not list((runs / "version_0").iterdir())
+    run = runs / "version_1"
+    written = sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file())
+    assert written == [
+        "checkpoints/epoch=0-step=4.ckpt",
+        "checkpoints/last.ckpt",
+        "config.yaml",
+        "confusion_matrix.png",
+        "labeled_examples.csv",
+        "per_class.csv",
+        "samples/epoch=000.png",
+        "test.json",
+    ], written
